@@ -1,0 +1,125 @@
+"""Chapter 1: the forward process. README section "1. The forward process".
+
+We take the Swiss roll x0 and destroy it with T small Gaussian steps q(x_t | x_{t-1}), then draw
+x_t in one jump from the closed form q(x_t | x0), and check that both roads arrive at the same
+distribution: the script prints, for every few t, the mean, the variance and the covariance
+with x0 of the chain's points and of the closed form's points next to the theory, then the
+largest gap in standard errors.
+
+Figures (into images/):
+- 01_chain_vs_closed_form.png  the roll at t = 0, T/2, T, by the chain and by the closed form
+- 01_schedule.png              beta_t and alpha_bar_t against t
+- 01_forward_process.gif       the roll dissolving into noise, step by step
+"""
+import argparse
+
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.animation import FuncAnimation, PillowWriter
+
+import common
+
+N_POINTS = 10_000     # points in the roll; the moments below have standard errors ~ 1/sqrt(N)
+PRINT_EVERY = 5       # print one row of the table every PRINT_EVERY steps (all steps are checked)
+
+
+def moment_terms(x_t, x0):
+    """Per point, the terms whose averages are the mean, the variance and the covariance with x0
+    (each averaged over the two coordinates): shape (n, 3). Their spread gives standard errors."""
+    centred = x_t - x_t.mean(0)
+    return torch.stack([x_t.mean(1), (centred ** 2).mean(1),
+                        (centred * (x0 - x0.mean(0))).mean(1)], dim=1).cpu().double()
+
+
+def gap_in_standard_errors(terms, reference):
+    """Largest |mean of terms - reference| over the three moments, in standard errors."""
+    stderr = terms.std(0) / terms.shape[0] ** 0.5
+    return ((terms.mean(0) - reference).abs() / stderr.clamp_min(1e-12)).max().item()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n-points", type=common.positive_int, default=N_POINTS,
+                        help="number of roll points (default: %(default)s)")
+    common.add_standard_args(parser)
+    args = parser.parse_args()
+    device = common.device_or_exit(parser, args.device)
+    common.writable_dir_or_exit(parser, args.images, "figures")
+    common.seed_everything(args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+
+    beta = common.make_beta()
+    alpha_bar = common.alpha_bar_from_beta(beta)
+    T = common.T
+    x0 = common.swiss_roll(args.n_points, generator).to(device)
+
+    # Two roads to x_t: T small steps of q(x_t | x_{t-1}), or one jump with q(x_t | x0).
+    chain = [x0]
+    for t in range(1, T + 1):
+        chain.append(common.sample_gaussian(*common.q_step(chain[-1], t, beta), generator))
+    jump = [x0] + [common.sample_gaussian(*common.q_closed_form(x0, t, alpha_bar), generator)
+                   for t in range(1, T + 1)]
+
+    # Theory for the closed form (README eq. for q(x_t | x0)), with the sample's own x0 moments:
+    # E[x_t] = sqrt(alpha_bar_t) E[x0], Var[x_t] = alpha_bar_t Var[x0] + 1 - alpha_bar_t,
+    # Cov[x_t, x0] = sqrt(alpha_bar_t) Var[x0]: the signal fades, the total variance stays ~1.
+    m0, v0 = x0.mean(0).mean().item(), x0.var(0).mean().item()
+    n = args.n_points
+    print(f"forward process on {n} roll points, T = {T}, beta_1 = {beta[1].item():.0e}, "
+          f"beta_T = {beta[T].item():.3f}, alpha_bar_T = {alpha_bar[T].item():.2e}")
+    print("            mean                    variance                cov(x_t, x0)")
+    print("  t   chain  closed  theory   chain  closed  theory   chain  closed  theory")
+    chain_vs_jump, jump_vs_theory = 0.0, 0.0
+    for t in range(1, T + 1):
+        a = alpha_bar[t].item()
+        theory = torch.tensor([a ** 0.5 * m0, a * v0 + 1 - a, a ** 0.5 * v0], dtype=torch.float64)
+        by_chain, by_jump = moment_terms(chain[t], x0), moment_terms(jump[t], x0)
+        chain_vs_jump = max(chain_vs_jump, gap_in_standard_errors(by_chain - by_jump, 0.0))
+        jump_vs_theory = max(jump_vs_theory, gap_in_standard_errors(by_jump, theory))
+        if t == 1 or t % PRINT_EVERY == 0:
+            cells = [f"{v:7.3f}" for triple in zip(by_chain.mean(0), by_jump.mean(0), theory)
+                     for v in triple]
+            print(f"{t:3d} " + " ".join(cells))
+    # With n points, the largest of 3 T gaps of pure chance is usually below 3.5 standard errors.
+    print(f"largest gap over all t: chain vs closed form {chain_vs_jump:.2f}, "
+          f"closed form vs theory {jump_vs_theory:.2f} standard errors")
+
+    # Figure: both roads side by side at t = 0, T/2, T.
+    shown = [0, T // 2, T]
+    fig, axes = plt.subplots(2, 3, figsize=(10, 6.8))
+    for col, t in enumerate(shown):
+        common.plot_points(axes[0, col], chain[t], f"chain, t = {t}")
+        common.plot_points(axes[1, col], jump[t], f"closed form, t = {t}")
+    fig.suptitle("q(x_t | x_{t-1}) applied t times (top) and q(x_t | x_0) in one jump (bottom)")
+    fig.tight_layout()
+    common.save_figure(fig, args.images / "01_chain_vs_closed_form.png")
+
+    # Figure: the schedule.
+    steps = torch.arange(1, T + 1)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    left.semilogy(steps, beta[1:], "o-", ms=3)
+    left.set(xlabel="t", ylabel="beta_t (log scale)", title="variance added at step t")
+    right.plot(steps, alpha_bar[1:], "o-", ms=3, label="alpha_bar_t (signal kept)")
+    right.plot(steps, 1 - alpha_bar[1:], "o-", ms=3, label="1 - alpha_bar_t (noise)")
+    right.set(xlabel="t", title="what is left of x0 after t steps")
+    right.legend()
+    fig.tight_layout()
+    common.save_figure(fig, args.images / "01_schedule.png")
+
+    # Animation: the chain, one frame per step.
+    fig, ax = plt.subplots(figsize=(4, 4))
+
+    def draw(t):
+        ax.clear()
+        common.plot_points(ax, chain[t][:2000], f"forward process, t = {t}")
+
+    animation = FuncAnimation(fig, draw, frames=T + 1)
+    common.replace_atomically(args.images / "01_forward_process.gif",
+                              lambda temporary: animation.save(temporary, writer=PillowWriter(fps=8), dpi=60))
+    plt.close(fig)
+    print(f"figures written to {args.images}/: 01_chain_vs_closed_form.png, 01_schedule.png, "
+          f"01_forward_process.gif")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,341 @@
+"""The shared math of the walkthrough: data, schedule, Gaussian helpers, device and seed.
+
+Conventions, kept in every script and test:
+- x0 is a data point; x_t is the point after t forward (noising) steps.
+- t is 1-indexed as in the paper: t = 1..T. Arrays over steps have T + 1 entries and are
+  indexed by t itself; entry 0 holds the t = 0 convention (beta_0 = 0, alpha_bar_0 = 1).
+- Points are tensors of shape (n, 2); variances are per coordinate (diagonal Gaussians).
+- Everything in nats; divide by ln 2 for bits (`nats_to_bits`).
+"""
+import argparse
+import math
+import os
+import pathlib
+import tempfile
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are written to files, never shown: no screen needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+T = 40          # number of diffusion steps for the Swiss roll (paper, section 3.1)
+BETA_1 = 1e-5   # first step's variance, fixed; it sets the ceiling on K (README, chapter 3)
+D = 2           # dimension of a data point
+
+# Exact mean and standard deviation of the roll's two coordinates (README, chapter 1).
+# The means are closed-form integrals over the angle: 2 and 2 / (3 pi); the standard deviations
+# come from numerical quadrature. tests/test_data.py checks them against a large sample.
+ROLL_MEAN = (2.0, 2.0 / (3.0 * math.pi))
+ROLL_STD = (6.623014529298816, 6.9512077956377105)
+ROLL_ANGLE = (1.5 * math.pi, 4.5 * math.pi)   # the roll's angle a runs over this interval
+HELDOUT_SEED = 150303585                       # the held-out set's own seed (the arXiv number)
+
+
+# --- data -------------------------------------------------------------------------------
+
+def roll_angle_to_point(a):
+    """Standardised point of the roll at angle a: ((a cos a, a sin a) - ROLL_MEAN) / ROLL_STD."""
+    x = (a * torch.cos(a) - ROLL_MEAN[0]) / ROLL_STD[0]
+    y = (a * torch.sin(a) - ROLL_MEAN[1]) / ROLL_STD[1]
+    return torch.stack([x, y], dim=-1)
+
+
+def swiss_roll(n, generator=None):
+    """n points of the noiseless Swiss roll, angle a = 1.5 pi (1 + 2u) with u ~ U(0, 1)."""
+    u = torch.rand(n, generator=generator, dtype=torch.float64)
+    a = ROLL_ANGLE[0] + (ROLL_ANGLE[1] - ROLL_ANGLE[0]) * u
+    return roll_angle_to_point(a).float()
+
+
+def heldout_roll(n):
+    """The held-out set: n roll points drawn from their own seed, never seen in training."""
+    return swiss_roll(n, torch.Generator().manual_seed(HELDOUT_SEED))
+
+
+# --- schedule ---------------------------------------------------------------------------
+
+def make_beta(T=T, beta_1=BETA_1):
+    """beta_t for t = 0..T (beta_0 = 0): beta_1, then the seed's sigmoid ramp up to 0.3."""
+    ramp = torch.sigmoid(torch.linspace(-18.0, 10.0, T, dtype=torch.float64))
+    beta = beta_1 + 0.3 * (ramp - ramp[0])
+    return torch.cat([torch.zeros(1, dtype=torch.float64), beta])
+
+
+def alpha_bar_from_beta(beta):
+    """alpha_bar_t = prod_{s <= t} (1 - beta_s), with alpha_bar_0 = 1."""
+    return torch.cumprod(1.0 - beta, dim=0)
+
+
+# --- Gaussians --------------------------------------------------------------------------
+
+def at(table, t):
+    """Entry t of a per-step table; for a tensor of t's (one per point), a column of entries.
+
+    Tables stay float64 on the CPU: 1 - alpha_bar_1 is 1e-5, and float32 would lose a percent
+    of it, so each formula is evaluated in float64 and only its result is cast to the points'
+    dtype and device (`.to(x)`).
+    """
+    if torch.is_tensor(t):
+        return table[t.cpu()].unsqueeze(-1)
+    return table[t]
+
+
+def q_step(x_prev, t, beta):
+    """q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I): returns (mean, variance)."""
+    beta_t = at(beta, t)
+    return (torch.sqrt(1.0 - beta_t).to(x_prev) * x_prev,
+            beta_t.to(x_prev) * torch.ones_like(x_prev))
+
+
+def q_closed_form(x0, t, alpha_bar):
+    """q(x_t | x0) = N(sqrt(alpha_bar_t) x0, (1 - alpha_bar_t) I): returns (mean, variance)."""
+    alpha_bar_t = at(alpha_bar, t)
+    return (torch.sqrt(alpha_bar_t).to(x0) * x0,
+            (1.0 - alpha_bar_t).to(x0) * torch.ones_like(x0))
+
+
+def q_posterior(x0, x_t, t, beta, alpha_bar):
+    """q(x_{t-1} | x_t, x0) = N(mu_tilde, sigma_tilde^2 I), the forward chain run backwards:
+    mu_tilde = (sqrt(alpha_bar_{t-1}) beta_t x0 + sqrt(alpha_t) (1 - alpha_bar_{t-1}) x_t) / (1 - alpha_bar_t),
+    sigma_tilde^2 = beta_t (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t). Returns (mean, variance)."""
+    beta_t, alpha_bar_t, alpha_bar_prev = at(beta, t), at(alpha_bar, t), at(alpha_bar, t - 1)
+    coef_x0 = torch.sqrt(alpha_bar_prev) * beta_t / (1.0 - alpha_bar_t)
+    coef_xt = torch.sqrt(1.0 - beta_t) * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar_t)
+    var = beta_t * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar_t)
+    mean = coef_x0.to(x0) * x0 + coef_xt.to(x0) * x_t
+    return mean, var.to(x0) * torch.ones_like(x0)
+
+
+def sample_gaussian(mean, var, generator=None):
+    """One draw from N(mean, diag var)."""
+    noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+    return mean + torch.sqrt(var) * noise
+
+
+def kl_gaussian(mean_q, var_q, mean_p, var_p):
+    """KL(N(mean_q, var_q) || N(mean_p, var_p)) of diagonal Gaussians, summed over coordinates:
+    sum_i [ 1/2 log(var_p / var_q) + (var_q + (mean_q - mean_p)^2) / (2 var_p) - 1/2 ]."""
+    per_coordinate = 0.5 * (torch.log(var_p / var_q) + (var_q + (mean_q - mean_p) ** 2) / var_p - 1.0)
+    return per_coordinate.sum(dim=-1)
+
+
+def gaussian_entropy(var, d=D):
+    """Entropy of N(m, var I) in d dimensions: d/2 log(2 pi e var)."""
+    return 0.5 * d * math.log(2.0 * math.pi * math.e * float(var))
+
+
+def nats_to_bits(nats):
+    """Convert nats to bits: divide by ln 2."""
+    return nats / math.log(2.0)
+
+
+# --- device and seed --------------------------------------------------------------------
+
+def available_devices():
+    """The devices this machine can run on, best first."""
+    devices = []
+    if torch.cuda.is_available():
+        devices.append("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices + ["cpu"]
+
+
+def pick_device(name="auto"):
+    """`auto` picks cuda, then mps, then cpu; a named device must be available here."""
+    devices = available_devices()
+    if name == "auto":
+        return torch.device(devices[0])
+    if name.split(":")[0] not in devices:
+        raise ValueError(f"device '{name}' is not available here; available: {', '.join(devices)}")
+    return torch.device(name)
+
+
+def seed_everything(seed):
+    """Seed torch and numpy so the same --seed gives the same numbers and figures."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+# --- command line, files and figures ------------------------------------------------------
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+IMAGES = ROOT / "images"     # figures the README shows (committed)
+OUTPUTS = ROOT / "outputs"   # weights and samples (git-ignored, regenerated)
+AXIS_LIMIT = 2.5             # the paper's Figure 1 shows about -2..2; the roll reaches +-2.1
+
+
+def positive_int(text):
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got '{text}'")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value}")
+    return value
+
+
+def positive_float(text):
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got '{text}'")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def add_standard_args(parser, seed=0):
+    """The options every chapter has: --seed, --device and --images (where figures go)."""
+    parser.add_argument("--seed", type=int, default=seed, help="random seed (default: %(default)s)")
+    parser.add_argument("--device", default="auto",
+                        help="auto (cuda, then mps, then cpu), cpu, cuda or mps (default: auto)")
+    parser.add_argument("--images", type=pathlib.Path, default=IMAGES,
+                        help="folder for the figures (default: the repository's images/)")
+
+
+def device_or_exit(parser, name):
+    """pick_device, turning an unavailable device into one clear argparse error."""
+    try:
+        return pick_device(name)
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def writable_dir_or_exit(parser, folder, what):
+    """Create `folder` if needed and check it can be written, before any work is done."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        parser.error(f"cannot write {what} to {folder}: {error.strerror or error}")
+
+
+def replace_atomically(path, write):
+    """Call write(temporary_path) in path's folder, then rename over path: never half a file."""
+    path = pathlib.Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(handle)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def save_figure(fig, path):
+    """Save a matplotlib figure atomically and close it."""
+    replace_atomically(path, lambda temporary: fig.savefig(temporary, dpi=110))
+    plt.close(fig)
+
+
+def plot_points(ax, x, title):
+    """Scatter (n, 2) points on the walkthrough's fixed square axes."""
+    x = x.detach().cpu().numpy()
+    ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.5, color="tab:blue", rasterized=True)
+    ax.set_xlim(-AXIS_LIMIT, AXIS_LIMIT)
+    ax.set_ylim(-AXIS_LIMIT, AXIS_LIMIT)
+    ax.set_aspect("equal")
+    ax.set_title(title)
+
+
+# --- the reverse model p(x_{t-1} | x_t) ---------------------------------------------------
+
+class ReverseModel(torch.nn.Module):
+    """The network behind p(x_{t-1} | x_t) (README, chapter 2): x_t and t in, four numbers out,
+    two for the mean (as a noise estimate eps) and two for the variance (a fraction in (0, 1))."""
+
+    def __init__(self, T=T, hidden=128, n_frequencies=6):
+        super().__init__()
+        self.config = {"T": T, "hidden": hidden, "n_frequencies": n_frequencies}
+        # Fourier features sin(2^k pi x), cos(2^k pi x) let a small MLP draw the roll's sharp arms.
+        self.register_buffer("frequencies", math.pi * 2.0 ** torch.arange(n_frequencies))
+        self.step_embedding = torch.nn.Embedding(T + 1, hidden)
+        self.input = torch.nn.Linear(D + 2 * D * n_frequencies, hidden)
+        self.body = torch.nn.Sequential(
+            torch.nn.SiLU(), torch.nn.Linear(hidden, hidden),
+            torch.nn.SiLU(), torch.nn.Linear(hidden, hidden),
+            torch.nn.SiLU(), torch.nn.Linear(hidden, 2 * D))
+
+    def forward(self, x_t, t):
+        angles = (x_t.unsqueeze(-1) * self.frequencies).flatten(1)
+        features = torch.cat([x_t, torch.sin(angles), torch.cos(angles)], dim=1)
+        return self.body(self.input(features) + self.step_embedding(t))
+
+
+def p_reverse(model, x_t, t, beta, alpha_bar):
+    """p(x_{t-1} | x_t) = N(mean, diag var) for a tensor of steps t (one per point).
+
+    For t >= 2 the network gives eps; x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)
+    goes through the posterior mean of q(x_{t-1} | x_t, x0), and the variance is
+    exp(v log beta_t + (1 - v) log sigma_tilde_t^2) with v in (0, 1) from the network.
+    For t = 1 it is the fixed kernel N(sqrt(1 - beta_1) x_1, beta_1 I) (paper eq. 44).
+    """
+    t = torch.as_tensor(t, device=x_t.device).expand(x_t.shape[0])
+    learned = t.clamp_min(2)  # the network is only ever asked about t >= 2
+    out = model(x_t, learned)
+    eps, v = out[:, :D], torch.sigmoid(out[:, D:])
+    alpha_bar_t = at(alpha_bar, learned)
+    x0_hat = (x_t - torch.sqrt(1.0 - alpha_bar_t).to(x_t) * eps) / torch.sqrt(alpha_bar_t).to(x_t)
+    mean, posterior_var = q_posterior(x0_hat, x_t, learned, beta, alpha_bar)
+    log_var = v * torch.log(at(beta, learned)).to(x_t) + (1.0 - v) * torch.log(posterior_var)
+    fixed_mean, fixed_var = q_step(x_t, 1, beta)
+    first = (t == 1).unsqueeze(-1)
+    return torch.where(first, fixed_mean, mean), torch.where(first, fixed_var, torch.exp(log_var))
+
+
+# --- the bound K (paper eq. 14) -----------------------------------------------------------
+
+def entropy_terms(beta, alpha_bar):
+    """H_q(X_T | X_0) - H_q(X_1 | X_0) - H_p(X_T): the part of K the reverse model cannot change."""
+    T = len(beta) - 1
+    return (gaussian_entropy(1.0 - alpha_bar[T]) - gaussian_entropy(beta[1])
+            - gaussian_entropy(1.0))
+
+
+def kl_terms(model, x0, t, beta, alpha_bar, generator=None):
+    """KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)) per point, with x_t ~ q(x_t | x0)."""
+    x_t = sample_gaussian(*q_closed_form(x0, t, alpha_bar), generator)
+    mean_q, var_q = q_posterior(x0, x_t, t, beta, alpha_bar)
+    mean_p, var_p = p_reverse(model, x_t, t, beta, alpha_bar)
+    return kl_gaussian(mean_q, var_q, mean_p, var_p)
+
+
+@torch.no_grad()
+def bound_per_step(model, x0, beta, alpha_bar, generator=None):
+    """Every KL term of K for each point, t = 2..T summed exactly: a tensor (n, T + 1) whose
+    columns 0 and 1 are zero (no KL at t = 0; t = 1 is the fixed kernel of eq. 44)."""
+    T = len(beta) - 1
+    kl = torch.zeros(x0.shape[0], T + 1, dtype=torch.float64)
+    for t in range(2, T + 1):
+        steps = torch.full((x0.shape[0],), t, dtype=torch.long, device=x0.device)
+        kl[:, t] = kl_terms(model, x0, steps, beta, alpha_bar, generator).double().cpu()
+    return kl
+
+
+def bound_K(kl, beta, alpha_bar):
+    """K = - sum_{t=2..T} KL_t + H_q(X_T | X_0) - H_q(X_1 | X_0) - H_p(X_T), per point (nats)."""
+    return entropy_terms(beta, alpha_bar) - kl.sum(dim=1)
+
+
+def null_log_likelihood(d=D):
+    """L_null: mean log-likelihood of unit-variance data under N(0, I), -d/2 log(2 pi e) nats."""
+    return -0.5 * d * math.log(2.0 * math.pi * math.e)
+
+
+def ceiling(beta_1=BETA_1, n_angles=100_000):
+    """The best K any model can reach on the noiseless roll (README, chapter 3), in nats:
+    E[log p_arc(x0)] - 1/2 log(2 pi beta_1), the density along the curve times a Gaussian of
+    variance beta_1 across it. p_arc(a) = p(a) / |d x0 / d a| with p(a) = 1 / (3 pi); the
+    expectation over a is a midpoint rule."""
+    a = ROLL_ANGLE[0] + (ROLL_ANGLE[1] - ROLL_ANGLE[0]) * (torch.arange(n_angles, dtype=torch.float64) + 0.5) / n_angles
+    speed = torch.hypot((torch.cos(a) - a * torch.sin(a)) / ROLL_STD[0],
+                        (torch.sin(a) + a * torch.cos(a)) / ROLL_STD[1])
+    log_p_arc = -math.log(ROLL_ANGLE[1] - ROLL_ANGLE[0]) - torch.log(speed)
+    return log_p_arc.mean().item() - 0.5 * math.log(2.0 * math.pi * beta_1)
