@@ -290,6 +290,26 @@ def p_reverse(model, x_t, t, beta, alpha_bar):
     return torch.where(first, fixed_mean, mean), torch.where(first, fixed_var, torch.exp(log_var))
 
 
+def reverse_of(model, beta, alpha_bar):
+    """The reverse process of a trained network, as a function (x_t, t) -> (mean, variance)."""
+    return lambda x_t, t: p_reverse(model, x_t, t, beta, alpha_bar)
+
+
+@torch.no_grad()
+def sample_chain(reverse, n, T=T, generator=None, device="cpu"):
+    """Ancestral sampling: x_T ~ N(0, I), then x_{t-1} ~ p(x_{t-1} | x_t) for t = T, ..., 1.
+
+    Returns the whole trajectory, a list of T + 1 tensors (n, 2) indexed by t: trajectory[0] is
+    x0, the samples. Every step is applied, the fixed last one p(x0 | x1) included."""
+    trajectory = [None] * (T + 1)
+    trajectory[T] = torch.randn(n, D, generator=generator).to(device)
+    for t in range(T, 0, -1):
+        mean, var = reverse(trajectory[t], t)
+        noise = torch.randn(n, D, generator=generator).to(device)
+        trajectory[t - 1] = mean + torch.sqrt(var) * noise
+    return trajectory
+
+
 # --- the bound K (paper eq. 14) -----------------------------------------------------------
 
 def entropy_terms(beta, alpha_bar):
@@ -299,23 +319,26 @@ def entropy_terms(beta, alpha_bar):
             - gaussian_entropy(1.0))
 
 
-def kl_terms(model, x0, t, beta, alpha_bar, generator=None):
-    """KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)) per point, with x_t ~ q(x_t | x0)."""
+def kl_terms(reverse, x0, t, beta, alpha_bar, generator=None):
+    """KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)) per point, with x_t ~ q(x_t | x0).
+
+    `reverse(x_t, t)` returns the (mean, variance) of p(x_{t-1} | x_t): any reverse process,
+    the trained network (see `reverse_of`) or, in the tests, one known in closed form."""
     x_t = sample_gaussian(*q_closed_form(x0, t, alpha_bar), generator)
     mean_q, var_q = q_posterior(x0, x_t, t, beta, alpha_bar)
-    mean_p, var_p = p_reverse(model, x_t, t, beta, alpha_bar)
+    mean_p, var_p = reverse(x_t, t)
     return kl_gaussian(mean_q, var_q, mean_p, var_p)
 
 
 @torch.no_grad()
-def bound_per_step(model, x0, beta, alpha_bar, generator=None):
+def bound_per_step(reverse, x0, beta, alpha_bar, generator=None):
     """Every KL term of K for each point, t = 2..T summed exactly: a tensor (n, T + 1) whose
     columns 0 and 1 are zero (no KL at t = 0; t = 1 is the fixed kernel of eq. 44)."""
     T = len(beta) - 1
     kl = torch.zeros(x0.shape[0], T + 1, dtype=torch.float64)
     for t in range(2, T + 1):
         steps = torch.full((x0.shape[0],), t, dtype=torch.long, device=x0.device)
-        kl[:, t] = kl_terms(model, x0, steps, beta, alpha_bar, generator).double().cpu()
+        kl[:, t] = kl_terms(reverse, x0, steps, beta, alpha_bar, generator).double().cpu()
     return kl
 
 
@@ -339,3 +362,67 @@ def ceiling(beta_1=BETA_1, n_angles=100_000):
                         (torch.sin(a) + a * torch.cos(a)) / ROLL_STD[1])
     log_p_arc = -math.log(ROLL_ANGLE[1] - ROLL_ANGLE[0]) - torch.log(speed)
     return log_p_arc.mean().item() - 0.5 * math.log(2.0 * math.pi * beta_1)
+
+
+# --- checkpoints ----------------------------------------------------------------------------
+
+CHECKPOINT_FORMAT = "diffusion-walkthrough checkpoint v1"
+DEFAULT_CHECKPOINT = OUTPUTS / "model.pt"
+
+
+class CheckpointError(Exception):
+    """A checkpoint that is missing, unreadable, not ours, or made for other settings."""
+
+
+def save_checkpoint(path, model, beta, args, iteration, optimizer=None):
+    """Write the weights, the schedule, the data constants and the run's arguments atomically.
+
+    Everything is plain tensors, numbers and strings, so it loads with weights_only=True."""
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT,
+        "model_config": dict(model.config),
+        "model_state": model.state_dict(),
+        "beta": beta.detach().cpu().double(),
+        "T": len(beta) - 1,
+        "beta_1": float(beta[1]),
+        "roll_mean": list(ROLL_MEAN),
+        "roll_std": list(ROLL_STD),
+        "args": {key: (str(value) if isinstance(value, pathlib.Path) else value)
+                 for key, value in vars(args).items()},
+        "iteration": iteration,
+        "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
+    }
+    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+    replace_atomically(path, lambda temporary: torch.save(checkpoint, temporary))
+
+
+def load_checkpoint(path, device="cpu"):
+    """Load a checkpoint written by save_checkpoint: returns (model, beta, checkpoint).
+
+    Raises CheckpointError with one line that names the problem and what to run instead."""
+    path = pathlib.Path(path)
+    retrain = "run `python scripts/03_train.py` to make one"
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: {retrain}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated file, random bytes, pickled code: all unreadable
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated, corrupt or not a "
+                              f"torch file: {type(error).__name__}): {retrain}")
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is a torch file but not a checkpoint of this walkthrough: {retrain}")
+    expected = {"T": T, "beta_1": BETA_1, "roll_mean": list(ROLL_MEAN), "roll_std": list(ROLL_STD),
+                "beta": make_beta()}
+    for key, value in expected.items():
+        saved = checkpoint.get(key)
+        same = (torch.is_tensor(saved) and saved.shape == value.shape and torch.allclose(saved, value)
+                if torch.is_tensor(value) else saved == value)
+        if not same:
+            raise CheckpointError(f"{path} was made with another {key} than this code uses: {retrain} again")
+    try:
+        model = ReverseModel(**checkpoint["model_config"])
+        model.load_state_dict(checkpoint["model_state"])
+    except (KeyError, TypeError, RuntimeError) as error:
+        raise CheckpointError(f"{path} holds a model of another shape than this code builds "
+                              f"({type(error).__name__}): {retrain} again")
+    return model.to(device).eval(), checkpoint["beta"], checkpoint
