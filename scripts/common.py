@@ -221,8 +221,11 @@ def replace_atomically(path, write):
     path = pathlib.Path(path)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(handle)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         write(temporary)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes files private; give the usual mode
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

@@ -1,0 +1,229 @@
+"""The bound K (paper eq. 14) and its ceiling, checked by routes that do not use their formulas:
+a Monte Carlo of the blurred roll's density, an oracle reverse process whose K is known
+exactly, entropies written out by hand, and the Bayes-optimal Gaussian reverse of the roll."""
+import math
+
+import pytest
+import torch
+
+import common
+
+D = common.D
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def curve_grid(m):
+    """m roll points at equal steps in angle (midpoints), standardised by hand."""
+    lo, hi = common.ROLL_ANGLE
+    a = lo + (hi - lo) * (torch.arange(m, dtype=torch.float64) + 0.5) / m
+    return torch.stack([(a * torch.cos(a) - common.ROLL_MEAN[0]) / common.ROLL_STD[0],
+                        (a * torch.sin(a) - common.ROLL_MEAN[1]) / common.ROLL_STD[1]], dim=-1)
+
+
+def schedule(beta_1=common.BETA_1):
+    beta = common.make_beta(beta_1=beta_1)
+    return beta, common.alpha_bar_from_beta(beta)
+
+
+# --- the ceiling ------------------------------------------------------------------------------
+
+def test_ceiling_matches_monte_carlo_of_blurred_roll():
+    """ceiling(beta_1) = E_x0[log p_blur(x0)], the held-out log density of the roll blurred by
+    N(0, beta_1 I) (the fixed last step p(x0 | x1) can do no better).
+
+    Independent route at beta_1 = 1e-3 (blur std 0.03, arms ~0.9 apart): p_blur(x0) is the
+    average over 4000 curve points, equal steps in angle (spacing 0.003 << 0.03), of
+    N(x0; x', beta_1 I), computed with logsumexp; averaged over 4000 held-out points. The
+    ceiling instead uses the arc-length density and the speed of the curve. Tolerance 0.02 nats:
+    about 4 Monte Carlo SE (0.005) plus the ends and curvature of the roll (< 0.005)."""
+    beta_1, m = 1e-3, 4000
+    x0 = common.heldout_roll(4000).double()
+    grid = curve_grid(m)
+    log_p = torch.cat([
+        torch.logsumexp(-torch.cdist(chunk, grid) ** 2 / (2 * beta_1), dim=1)
+        - math.log(m) - (D / 2) * math.log(2 * math.pi * beta_1)
+        for chunk in x0.split(500)])
+    mc, se = log_p.mean().item(), log_p.std().item() / math.sqrt(len(log_p))
+    got = common.ceiling(beta_1)
+    assert se < 0.006, f"Monte Carlo SE {se:.4f} too large for a 0.02 nats test"
+    assert abs(got - mc) < 0.02, (f"ceiling({beta_1}) = {got:.4f} nats, Monte Carlo E[log p_blur] = "
+                                  f"{mc:.4f} +- {se:.4f} (tolerance 0.02 nats)")
+
+
+def test_ceiling_depends_on_beta_1_as_half_log():
+    """Only the across-curve Gaussian depends on beta_1: ceiling(1e-5) - ceiling(1e-3) =
+    1/2 log(1e-3 / 1e-5). Prints the default ceiling in bits (about 3.32)."""
+    diff = common.ceiling(1e-5) - common.ceiling(1e-3)
+    want = 0.5 * math.log(1e-3 / 1e-5)
+    assert abs(diff - want) < 1e-9, f"ceiling(1e-5) - ceiling(1e-3) = {diff:.12f}, expected {want:.12f}"
+    bits = common.nats_to_bits(common.ceiling())
+    print(f"ceiling(beta_1 = {common.BETA_1}) = {common.ceiling():.4f} nats = {bits:.4f} bits per point")
+    assert 3.0 < bits < 3.6, f"ceiling {bits:.3f} bits, expected about 3.32"
+
+
+# --- the bound K with an oracle reverse process ---------------------------------------------------
+#
+# For data x0 ~ N(0, I), every marginal of the forward chain is N(0, I): if x_{t-1} ~ N(0, I) then
+# x_t = sqrt(alpha_t) x_{t-1} + sqrt(beta_t) eps has variance alpha_t + beta_t = 1. So (x_{t-1}, x_t)
+# is a zero-mean Gaussian pair, unit variances, covariance sqrt(alpha_t), and
+#     q(x_{t-1} | x_t) = N(sqrt(alpha_t) x_t, (1 - alpha_t) I) = N(sqrt(alpha_t) x_t, beta_t I).
+# With this reverse process p equals q as a joint distribution, p(x0) = N(x0; 0, I), and the bound
+# is tight: K = E[log p(x0)] = -(d/2) log(2 pi e) = L_null. At t = 1 the oracle is
+# N(sqrt(1 - beta_1) x_1, beta_1 I), the fixed last step of eq. 44 the entropy terms assume.
+# Route to the exact value: sum_t E KL_t = sum_t I(x0; x_{t-1} | x_t) = I(x0; x_1) - I(x0; x_T)
+# = (d/2) log((1 - abar_T) / beta_1), which the entropy terms cancel, leaving -(d/2) log(2 pi e).
+
+def oracle(beta, mean_scale=1.0, var_scale=1.0):
+    """The true reverse kernel of standard-normal data, optionally perturbed."""
+    def reverse(x_t, t):
+        b = beta[torch.as_tensor(t)].reshape(-1, 1).to(x_t)   # beta_t per point (or one for an int t)
+        return mean_scale * torch.sqrt(1.0 - b) * x_t, var_scale * b * torch.ones_like(x_t)
+    return reverse
+
+
+def oracle_K(n, seed, **perturbation):
+    beta, alpha_bar = schedule()
+    x0 = torch.randn(n, D, generator=gen(seed), dtype=torch.float64)
+    kl = common.bound_per_step(oracle(beta, **perturbation), x0, beta, alpha_bar, gen(seed + 1))
+    return kl, common.bound_K(kl, beta, alpha_bar)
+
+
+def test_oracle_reverse_attains_null_likelihood():
+    """With the exact reverse kernel of N(0, I) data, mean K = L_null = -(d/2) log(2 pi e)
+    within 4 Monte Carlo SE, and the oracle's t = 1 kernel is common's fixed last step."""
+    beta, alpha_bar = schedule()
+    x1 = torch.randn(8, D, generator=gen(2), dtype=torch.float64)
+    model = common.ReverseModel().double()   # the network is ignored at t = 1
+    with torch.no_grad():
+        fixed_mean, fixed_var = common.p_reverse(model, x1, 1, beta, alpha_bar)
+    o_mean, o_var = oracle(beta)(x1, torch.ones(8, dtype=torch.long))
+    assert (torch.allclose(fixed_mean, o_mean, rtol=1e-12, atol=0)
+            and torch.allclose(fixed_var, o_var, rtol=1e-12, atol=0)), (
+        f"p(x0|x1): common's fixed kernel mean {fixed_mean[0].tolist()} var {fixed_var[0].tolist()}, "
+        f"oracle mean {o_mean[0].tolist()} var {o_var[0].tolist()}")
+
+    n = 20_000
+    kl, K = oracle_K(n, seed=20)
+    assert kl.shape == (n, common.T + 1), f"bound_per_step shape {tuple(kl.shape)}, expected ({n}, {common.T + 1})"
+    mean, se = K.mean().item(), K.std().item() / math.sqrt(n)
+    want = -(D / 2) * math.log(2 * math.pi * math.e)
+    assert abs(common.null_log_likelihood() - want) < 1e-12
+    assert abs(mean - want) < 4 * se, (f"oracle K = {mean:.4f} +- {se:.4f} nats, expected L_null = {want:.4f} "
+                                       f"(tolerance 4 SE = {4 * se:.4f})")
+
+
+def test_oracle_kl_per_step_is_conditional_mutual_information():
+    """Every column t = 2..T of bound_per_step holds that step's KL: for the oracle its mean is
+    I(x0; x_{t-1} | x_t) = I(x0; x_{t-1}) - I(x0; x_t) = (d/2) log((1 - abar_t) / (1 - abar_{t-1}))
+    (Gaussian channel, I(x0; x_t) = -(d/2) log(1 - abar_t), abar by a loop), within 5 SE per
+    column. Catches a skipped or shifted step that the total alone (SE ~0.02 nats) would miss:
+    the last step's share is only ~0.003 nats."""
+    n = 20_000
+    kl, _ = oracle_K(n, seed=40)
+    beta, _ = schedule()
+    abar = [1.0]
+    for b in beta[1:].tolist():
+        abar.append(abar[-1] * (1.0 - b))
+    for t in range(2, common.T + 1):
+        want = (D / 2) * math.log((1.0 - abar[t]) / (1.0 - abar[t - 1]))
+        got, se = kl[:, t].mean().item(), kl[:, t].std().item() / math.sqrt(n)
+        assert abs(got - want) < 5 * se, f"t={t}: mean KL {got:.6f} +- {se:.2g}, expected I = {want:.6f} (tolerance 5 SE)"
+    assert (kl[:, :2] == 0).all(), "columns t = 0, 1 must be zero (no KL term)"
+
+
+@pytest.mark.parametrize("perturbation", [{"mean_scale": 1.05}, {"var_scale": 2.0}])
+def test_perturbed_oracle_scores_lower(perturbation):
+    """Any other reverse kernel scores below the oracle: K drops by more than 4 SE of the
+    paired difference (same x0 and x_t draws for both)."""
+    n = 5_000
+    _, K_oracle = oracle_K(n, seed=30)
+    _, K_other = oracle_K(n, seed=30, **perturbation)
+    diff = K_oracle - K_other
+    mean, se = diff.mean().item(), diff.std().item() / math.sqrt(n)
+    assert mean > 4 * se, (f"{perturbation}: K(oracle) - K(perturbed) = {mean:.4f} +- {se:.4f} nats, "
+                           f"expected > 4 SE = {4 * se:.4f}")
+
+
+# --- the decomposition of K -------------------------------------------------------------------
+
+def test_entropy_terms_match_hand_computation():
+    """entropy_terms = H_q(X_T|X_0) - H_q(X_1|X_0) - H_p(X_T), written out with math.log:
+    d/2 log(2 pi e (1 - abar_T)) - d/2 log(2 pi e beta_1) - d/2 log(2 pi e), abar_T by a loop."""
+    for beta_1 in (common.BETA_1, 1e-3):
+        beta, alpha_bar = schedule(beta_1)
+        abar_T = 1.0
+        for b in beta[1:].tolist():
+            abar_T *= 1.0 - b
+        two_pi_e = 2 * math.pi * math.e
+        want = (D / 2) * (math.log(two_pi_e * (1 - abar_T)) - math.log(two_pi_e * beta_1) - math.log(two_pi_e))
+        got = float(common.entropy_terms(beta, alpha_bar))
+        assert abs(got - want) < 1e-10, f"beta_1={beta_1}: entropy_terms {got:.12f}, by hand {want:.12f}"
+
+
+def test_bound_K_is_entropy_terms_minus_summed_kl():
+    """bound_K(kl) = entropy_terms - sum over columns of kl, point by point."""
+    beta, alpha_bar = schedule()
+    kl = torch.rand(50, common.T + 1, generator=gen(4), dtype=torch.float64) * 3
+    kl[:, :2] = 0
+    got = common.bound_K(kl, beta, alpha_bar)
+    want = float(common.entropy_terms(beta, alpha_bar)) - kl.sum(dim=1)
+    assert got.shape == (50,), f"bound_K shape {tuple(got.shape)}, expected one K per point (50,)"
+    err = (got - want).abs().max().item()
+    assert err < 1e-10, f"bound_K max deviation {err:.3g} from entropy_terms - sum(kl) (tolerance 1e-10)"
+    zero = common.bound_K(torch.zeros(3, common.T + 1, dtype=torch.float64), beta, alpha_bar)
+    assert torch.allclose(zero, torch.full((3,), float(common.entropy_terms(beta, alpha_bar)), dtype=zero.dtype)), (
+        f"K with all KL = 0 is {zero.tolist()}, expected entropy_terms {float(common.entropy_terms(beta, alpha_bar))}")
+
+
+# --- K stays below the ceiling ------------------------------------------------------------------
+
+def test_untrained_model_K_is_below_ceiling():
+    """An untrained ReverseModel scores K < ceiling on held-out points; its KL terms are >= 0
+    and the columns t = 0, 1 (no KL) are zero."""
+    torch.manual_seed(0)
+    model = common.ReverseModel().eval()
+    beta, alpha_bar = schedule()
+    x0 = common.heldout_roll(500)
+    kl = common.bound_per_step(common.reverse_of(model, beta, alpha_bar), x0, beta, alpha_bar, gen(5))
+    assert (kl[:, :2] == 0).all(), f"columns t=0,1 should be zero, max {kl[:, :2].abs().max().item()}"
+    assert (kl[:, 2:] >= 0).all(), f"negative KL {kl.min().item():.3g}"
+    K = common.bound_K(kl, beta, alpha_bar)
+    mean, se = K.mean().item(), K.std().item() / math.sqrt(len(K))
+    ceiling = common.ceiling()
+    assert mean + 4 * se < ceiling, f"untrained K = {mean:.3f} +- {se:.3f} nats, ceiling {ceiling:.3f}"
+
+
+def bayes_optimal_reverse(beta, alpha_bar, grid):
+    """The best Gaussian p(x_{t-1} | x_t) for the roll: the moments of q(x_{t-1} | x_t), by
+    brute-force Bayes over curve points x0 (q(x0 | x_t) ~ N(x_t; sqrt(abar_t) x0, 1 - abar_t)),
+    pushed through the posterior: mean = c0 E[x0 | x_t] + ct x_t, var = s^2 + c0^2 Var[x0 | x_t]."""
+    def reverse(x_t, t):
+        t = int(t[0])
+        ab, ab_prev, b = float(alpha_bar[t]), float(alpha_bar[t - 1]), float(beta[t])
+        w = torch.softmax(-torch.cdist(x_t, math.sqrt(ab) * grid) ** 2 / (2 * (1 - ab)), dim=1)
+        m = w @ grid
+        v = (w @ grid ** 2 - m ** 2).clamp_min(0)
+        c0, ct = math.sqrt(ab_prev) * b / (1 - ab), math.sqrt(1 - b) * (1 - ab_prev) / (1 - ab)
+        return c0 * m + ct * x_t, b * (1 - ab_prev) / (1 - ab) + c0 ** 2 * v
+    return reverse
+
+
+def test_bayes_optimal_reverse_K_is_below_ceiling():
+    """Even the best Gaussian reverse process (brute-force Bayes over the curve) stays below the
+    ceiling, at beta_1 = 1e-3 where a 2500-point grid resolves the first steps. A sharp version
+    of 'K never exceeds the ceiling': this K comes within ~0.7 nat of it, so a ceiling that is too
+    low by a nat would fail. (It cannot close the gap: with p(x0 | x1) fixed, the best any reverse
+    process can do across the curve is -1/2 log(2 pi beta_1) - 1/2, i.e. ceiling - 1/2 nat.)"""
+    beta_1 = 1e-3
+    beta, alpha_bar = schedule(beta_1)
+    x0 = common.heldout_roll(500).double()
+    kl = common.bound_per_step(bayes_optimal_reverse(beta, alpha_bar, curve_grid(2500)), x0, beta, alpha_bar, gen(6))
+    K = common.bound_K(kl, beta, alpha_bar)
+    mean, se = K.mean().item(), K.std().item() / math.sqrt(len(K))
+    ceiling = common.ceiling(beta_1)
+    print(f"beta_1 = {beta_1}: Bayes-optimal Gaussian K = {mean:.3f} +- {se:.3f} nats, ceiling {ceiling:.3f}")
+    assert mean + 4 * se < ceiling, f"Bayes-optimal K = {mean:.3f} +- {se:.3f} nats exceeds ceiling {ceiling:.3f} - 4 SE"
+    assert mean > ceiling - 1.5, f"Bayes-optimal K = {mean:.3f} +- {se:.3f} nats is far below the ceiling {ceiling:.3f}: the optimum is wrong"

@@ -1,0 +1,146 @@
+"""Chapter 1 (scripts/01_forward_process.py) run as a user runs it.
+
+The script takes ~10 s (mostly drawing the GIF), so the four runs these tests need are started
+together once, side by side, and each test waits for the one it reads."""
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import common
+from conftest import start_script
+
+SCRIPT = "01_forward_process.py"
+ARGS = ("--n-points", "2000", "--seed", "1")
+FIGURES = ("01_chain_vs_closed_form.png", "01_schedule.png", "01_forward_process.gif")
+ROW = re.compile(r"^\s*(\d+)((?:\s+-?\d+\.\d+){9})\s*$")
+GAPS = re.compile(r"chain vs closed form (\d+\.\d+), closed form vs theory (\d+\.\d+) standard errors")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Start every run of the script this module needs; values are (handle, images folder)."""
+    folders = {key: tmp_path_factory.mktemp(key) for key in ("first", "second", "help", "bad")}
+    started = {
+        "first": start_script(SCRIPT, *ARGS, "--images", folders["first"]),
+        "second": start_script(SCRIPT, *ARGS, "--images", folders["second"]),
+        "help": start_script(SCRIPT, "--help"),
+        "bad": start_script(SCRIPT, "--n-points", "0", "--images", folders["bad"]),
+    }
+    return {key: (handle, folders[key]) for key, handle in started.items()}
+
+
+def finished(runs, key):
+    handle, folder = runs[key]
+    return handle.wait(), folder
+
+
+def table(stdout):
+    """The printed rows {t: [chain, closed, theory] x (mean, variance, cov)}."""
+    rows = {}
+    for line in stdout.splitlines():
+        match = ROW.match(line)
+        if match:
+            rows[int(match.group(1))] = [float(v) for v in match.group(2).split()]
+    return rows
+
+
+def test_chapter1_runs_and_writes_its_figures(runs):
+    """Exit 0 and three non-empty figures: two PNGs and a GIF with one frame per t = 0..T."""
+    result, folder = finished(runs, "first")
+    assert result.returncode == 0, f"exit {result.returncode}\nstderr:\n{result.stderr[-3000:]}"
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    for name in FIGURES:
+        path = folder / name
+        assert path.is_file() and path.stat().st_size > 1000, (
+            f"{name}: {'missing' if not path.exists() else f'{path.stat().st_size} bytes'} in {folder}")
+    for name in FIGURES[:2]:
+        assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{name} is not a PNG"
+    with Image.open(folder / FIGURES[2]) as gif:
+        assert gif.format == "GIF" and gif.n_frames == common.T + 1, (
+            f"{FIGURES[2]}: format {gif.format}, {gif.n_frames} frames, expected GIF with {common.T + 1}")
+    leftovers = [p.name for p in folder.iterdir() if p.name not in FIGURES]
+    assert not leftovers, f"unexpected files left in the figures folder: {leftovers}"
+
+
+def test_chapter1_table_follows_the_theory(runs):
+    """The table has a row for t = 1 and every 5th t, and its theory columns are the closed form's
+    moments: Cov[x_t, x0] = sqrt(abar_t) v0 and Var[x_t] = abar_t v0 + 1 - abar_t, with v0 read
+    from the t = 1 row and abar_t from a Python loop over make_beta (3-decimal rounding allowed)."""
+    result, _ = finished(runs, "first")
+    rows = table(result.stdout)
+    want = [1] + list(range(5, common.T + 1, 5))
+    assert sorted(rows) == want, f"table rows for t = {sorted(rows)}, expected {want}\nstdout:\n{result.stdout}"
+    abar, running = [1.0], 1.0
+    for b in common.make_beta()[1:].tolist():
+        running *= 1 - b
+        abar.append(running)
+    v0 = rows[1][8] / math.sqrt(abar[1])
+    for t, row in rows.items():
+        mean_th, var_th, cov_th = row[2], row[5], row[8]
+        assert abs(cov_th - math.sqrt(abar[t]) * v0) < 2e-3, f"t={t}: theory cov {cov_th}, expected {math.sqrt(abar[t]) * v0:.4f}"
+        assert abs(var_th - (abar[t] * v0 + 1 - abar[t])) < 2e-3, (
+            f"t={t}: theory variance {var_th}, expected {abar[t] * v0 + 1 - abar[t]:.4f}")
+        assert abs(mean_th) < 0.1, f"t={t}: theory mean {mean_th}, expected near 0 for standardised data"
+
+
+def test_chapter1_largest_gaps_are_chance_sized(runs):
+    """The printed largest gaps (chain vs closed form, closed form vs theory) are below 5 standard
+    errors: with 3 moments x 40 steps, pure chance rarely passes 4; a wrong formula gives dozens."""
+    result, _ = finished(runs, "first")
+    match = GAPS.search(result.stdout)
+    assert match, f"no 'largest gap' line in stdout:\n{result.stdout}"
+    chain_vs_closed, closed_vs_theory = map(float, match.groups())
+    assert chain_vs_closed < 5.0, f"chain vs closed form: largest gap {chain_vs_closed} SE, expected < 5"
+    assert closed_vs_theory < 5.0, f"closed form vs theory: largest gap {closed_vs_theory} SE, expected < 5"
+    assert chain_vs_closed > 0 and closed_vs_theory > 0, f"gaps {match.groups()} are exactly zero: nothing was compared"
+
+
+def test_chapter1_same_seed_prints_the_same(runs):
+    """Two runs with the same --seed print the same stdout (the figures folder aside) and write
+    byte-identical schedule figures."""
+    first, first_folder = finished(runs, "first")
+    second, second_folder = finished(runs, "second")
+    assert second.returncode == 0, f"second run exit {second.returncode}\n{second.stderr[-3000:]}"
+    a = first.stdout.replace(str(first_folder), "<images>")
+    b = second.stdout.replace(str(second_folder), "<images>")
+    differing = [(x, y) for x, y in zip(a.splitlines(), b.splitlines()) if x != y]
+    assert a == b, f"same seed, different output; first differing lines: {differing[:3]}"
+
+
+def test_chapter1_moment_terms_average_to_sample_moments(load_script):
+    """The script's per-point moment terms average to the sample mean, variance and covariance
+    with x0 (each averaged over the two coordinates). Independent route: numpy's mean, var and
+    cov (bias=True, i.e. divided by n like the script's averages)."""
+    chapter1 = load_script(SCRIPT)
+    g = torch.Generator().manual_seed(9)
+    x0 = common.swiss_roll(500, g).double()
+    x_t = 0.8 * x0 + 0.6 * torch.randn(500, 2, generator=g, dtype=torch.float64)
+    got = chapter1.moment_terms(x_t, x0).mean(0).tolist()
+    a, b = x_t.numpy(), x0.numpy()
+    want = [a.mean(), a.var(axis=0).mean(),
+            np.mean([np.cov(a[:, i], b[:, i], bias=True)[0, 1] for i in range(2)])]
+    for name, value, expected in zip(("mean", "variance", "covariance"), got, want):
+        assert abs(value - expected) < 1e-12, f"{name}: moment_terms average {value:.12f}, numpy {expected:.12f}"
+
+
+def test_chapter1_help_works(runs):
+    """--help exits 0 and documents --n-points, --seed, --device and --images."""
+    result, _ = finished(runs, "help")
+    assert result.returncode == 0, f"--help exit {result.returncode}\n{result.stderr}"
+    for option in ("--n-points", "--seed", "--device", "--images"):
+        assert option in result.stdout, f"--help does not mention {option}:\n{result.stdout}"
+
+
+def test_chapter1_rejects_zero_points_in_one_line(runs):
+    """--n-points 0 exits with status 2 (a usage error) and one error line naming --n-points,
+    with no traceback and no figures written."""
+    result, folder = finished(runs, "bad")
+    assert result.returncode == 2, f"exit {result.returncode}, expected 2\nstderr:\n{result.stderr}"
+    assert "Traceback" not in result.stderr, f"traceback in stderr:\n{result.stderr}"
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "--n-points" in errors[0], f"expected one error line naming --n-points, got {errors}"
+    assert not any(folder.iterdir()), f"files written despite the error: {[p.name for p in folder.iterdir()]}"

@@ -1,0 +1,237 @@
+"""Chapter 4, scripts/04_sample.py: ancestral sampling through every step, reproducible samples,
+their distance to the roll, Figure 1 and the animation, and one clear line for a bad checkpoint.
+
+The trained model comes from a short training run inside this file, so these tests do not wait
+for (or depend on) scripts/03_train.py.
+"""
+import argparse
+import re
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import common
+from conftest import load_script, start_script
+
+TRAIN_ITERS = 400      # enough for samples clearly closer to the roll than noise, ~3 s
+TRAIN_BATCH = 256
+TRAIN_LR = 1e-2
+N_SAMPLES = 2000       # per script run: small keeps the runs quick, large enough to measure
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # three runs side by side on 2 cores: one thread each
+DISTANCES = re.compile(r"sliced Wasserstein to held-out data: samples ([\d.]+) \| "
+                       r"fresh real sample ([\d.]+) \| noise N\(0, I\) ([\d.]+)")
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """A checkpoint of a briefly trained model, trained as chapter 3 does: loss (T - 1) times
+    the mean over the batch of KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)), t uniform in 2..T."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a small network on a shared 2-core machine: one thread is faster
+    try:
+        torch.manual_seed(0)
+        generator = torch.Generator().manual_seed(0)
+        beta = common.make_beta()
+        alpha_bar = common.alpha_bar_from_beta(beta)
+        model = common.ReverseModel()
+        optimizer = torch.optim.Adam(model.parameters(), lr=TRAIN_LR)
+        reverse = common.reverse_of(model, beta, alpha_bar)
+        for _ in range(TRAIN_ITERS):
+            x0 = common.swiss_roll(TRAIN_BATCH, generator)
+            t = torch.randint(2, common.T + 1, (TRAIN_BATCH,), generator=generator)
+            loss = (common.T - 1) * common.kl_terms(reverse, x0, t, beta, alpha_bar, generator).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
+    path = tmp_path_factory.mktemp("checkpoint") / "model.pt"
+    common.save_checkpoint(path, model.eval(), beta, argparse.Namespace(iters=TRAIN_ITERS), TRAIN_ITERS)
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs(checkpoint, tmp_path_factory):
+    """The script run as a reader runs it, side by side: twice with the same seed ("first",
+    "second") and once without a checkpoint ("missing"): name -> (folder, CompletedProcess)."""
+    started = {}
+    for name in ("first", "second", "missing"):
+        folder = tmp_path_factory.mktemp(name)
+        model = checkpoint if name != "missing" else folder / "model.pt"
+        started[name] = (folder, start_script(
+            "04_sample.py", "--checkpoint", model, "--out", folder / "samples.npy",
+            "--images", folder / "images", "--n-samples", N_SAMPLES, "--seed", 7, "--device", "cpu",
+            env=ONE_THREAD))
+    return {name: (folder, handle.wait()) for name, (folder, handle) in started.items()}
+
+
+@pytest.fixture(scope="module")
+def two_runs(runs):
+    """The two runs with a good checkpoint and the same seed, both checked to have succeeded."""
+    for name in ("first", "second"):
+        result = runs[name][1]
+        assert result.returncode == 0, f"04_sample.py failed:\n{result.stdout}\n{result.stderr}"
+    return [runs["first"], runs["second"]]
+
+
+def test_samples_are_finite_points_of_shape_n_by_2(two_runs):
+    folder, _ = two_runs[0]
+    samples = np.load(folder / "samples.npy")
+    assert samples.shape == (N_SAMPLES, 2), f"samples.npy has shape {samples.shape}, not ({N_SAMPLES}, 2)"
+    assert np.issubdtype(samples.dtype, np.floating), f"samples.npy holds {samples.dtype}, not floats"
+    assert np.isfinite(samples).all(), f"{(~np.isfinite(samples)).sum()} non-finite numbers in the samples"
+
+
+def test_same_seed_gives_bit_identical_samples(two_runs):
+    (first, _), (second, _) = two_runs
+    a, b = np.load(first / "samples.npy"), np.load(second / "samples.npy")
+    differing = int((a != b).sum())
+    assert a.tobytes() == b.tobytes(), f"two runs with --seed 7 differ in {differing} of {a.size} numbers"
+
+
+def test_saved_samples_are_x0_of_the_chain_drawn_from_the_seed(two_runs, checkpoint):
+    # The script's samples are trajectory[0] of its own sample(), driven by a generator seeded
+    # with --seed: so --seed chooses the samples, and what is saved is the end of the chain.
+    folder, _ = two_runs[0]
+    script = load_script("04_sample.py")
+    model, beta, _ = common.load_checkpoint(checkpoint)
+    alpha_bar = common.alpha_bar_from_beta(beta)
+    x0 = script.sample(model, beta, alpha_bar, N_SAMPLES, torch.Generator().manual_seed(7), "cpu")[0]
+    gap = np.abs(np.load(folder / "samples.npy") - x0.numpy()).max()
+    assert gap < 1e-4, f"saved samples differ from the seed's chain by up to {gap:.2e}"
+
+
+def test_sampling_applies_all_T_reverse_steps_ending_at_x0(checkpoint, monkeypatch):
+    # Record every t the script's sampler asks the reverse process about. A public version of
+    # this experiment stopped at t = 2 and never applied p(x0 | x1).
+    script = load_script("04_sample.py")
+    model, beta, _ = common.load_checkpoint(checkpoint)
+    alpha_bar = common.alpha_bar_from_beta(beta)
+    asked = []
+    reverse_of = common.reverse_of
+
+    def recording_reverse_of(*args):
+        reverse = reverse_of(*args)
+
+        def recorded(x_t, t):
+            asked.append(int(t))
+            return reverse(x_t, t)
+        return recorded
+
+    monkeypatch.setattr(common, "reverse_of", recording_reverse_of)
+    trajectory = script.sample(model, beta, alpha_bar, 100, torch.Generator().manual_seed(0), "cpu")
+    T = common.T
+    assert asked == list(range(T, 0, -1)), f"reverse steps applied: {asked}, expected {T}, {T - 1}, ..., 1"
+    assert len(trajectory) == T + 1, f"trajectory has {len(trajectory)} entries, expected T + 1 = {T + 1}"
+    moved = (trajectory[0] - trajectory[1]).abs().max().item()
+    assert moved > 0, "x0 equals x1: the last step p(x0 | x1) was not applied"
+
+
+def test_exact_reverse_kernel_keeps_standard_normal_data_standard_normal():
+    # Oracle. For data x0 ~ N(0, I), every x_t is N(0, I) too: if x_{t-1} ~ N(0, I) and
+    # x_t = sqrt(alpha_t) x_{t-1} + sqrt(beta_t) eps, then (x_{t-1}, x_t) is jointly Gaussian with
+    # Var x_t = alpha_t + beta_t = 1 and Cov(x_{t-1}, x_t) = sqrt(alpha_t), so
+    # x_{t-1} | x_t ~ N(sqrt(alpha_t) x_t, (1 - alpha_t) I) = N(sqrt(1 - beta_t) x_t, beta_t I).
+    # With that exact reverse kernel at every t, sample_chain must end at N(0, I).
+    beta = common.make_beta()
+    n = 20_000
+
+    def exact_reverse(x_t, t):
+        return torch.sqrt(1.0 - beta[t]).float() * x_t, beta[t].float() * torch.ones_like(x_t)
+
+    x0 = common.sample_chain(exact_reverse, n, common.T, torch.Generator().manual_seed(0))[0].double()
+    mean, cov = x0.mean(0), torch.cov(x0.T)
+    # Standard errors for N(0, I): a mean 1/sqrt(n), a variance sqrt(2/n), a covariance 1/sqrt(n).
+    mean_se, var_se, cov_se = n ** -0.5, (2 / n) ** 0.5, n ** -0.5
+    gaps = [mean[0] / mean_se, mean[1] / mean_se, (cov[0, 0] - 1) / var_se,
+            (cov[1, 1] - 1) / var_se, cov[0, 1] / cov_se]
+    largest = max(abs(g.item()) for g in gaps)
+    assert largest < 4.5, (f"samples are not N(0, I): mean {mean.tolist()}, cov {cov.tolist()}; "
+                           f"largest gap {largest:.2f} standard errors (limit 4.5)")
+
+
+def test_trained_samples_are_closer_to_the_roll_than_noise(two_runs):
+    _, result = two_runs[0]
+    match = DISTANCES.search(result.stdout)
+    assert match, f"no sliced Wasserstein line in the output:\n{result.stdout}"
+    samples, fresh, noise = map(float, match.groups())
+    assert samples < noise, (f"after {TRAIN_ITERS} training steps the samples are no closer to held-out "
+                             f"data than noise: samples {samples}, noise {noise} (fresh real {fresh})")
+    assert fresh < noise, f"a real sample ({fresh}) should be much closer than noise ({noise})"
+
+
+def test_script_writes_figure1_and_an_animation_under_2_mib(two_runs):
+    folder, _ = two_runs[0]
+    figure, animation = folder / "images" / "04_figure1.png", folder / "images" / "04_reverse_process.gif"
+    for path in (figure, animation):
+        assert path.is_file() and path.stat().st_size > 0, f"{path.name} missing or empty"
+    size = animation.stat().st_size
+    assert size < 2 * 2 ** 20, f"{animation.name} is {size} bytes, over 2 MiB"
+    with Image.open(animation) as gif:
+        frames = gif.n_frames
+    assert frames >= common.T + 1, f"the animation has {frames} frames, fewer than T + 1 = {common.T + 1}"
+
+
+# --- checkpoints the script cannot use ------------------------------------------------------
+
+BAD_CHECKPOINTS = {           # case: what the one-line message must say
+    "missing": "no checkpoint",
+    "truncated": "not a readable checkpoint",
+    "random_bytes": "not a readable checkpoint",
+    "foreign_torch_file": "not a checkpoint of this walkthrough",
+    "another_T": "another T",
+    "another_model_shape": "another shape",
+}
+
+
+def write_bad_checkpoint(case, good, path):
+    """Write the broken checkpoint `case` to path, starting from the good checkpoint `good`."""
+    if case == "truncated":
+        data = good.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif case == "random_bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif case == "foreign_torch_file":
+        torch.save({"w": torch.zeros(3)}, path)
+    elif case in ("another_T", "another_model_shape"):
+        saved = torch.load(good, weights_only=True)
+        if case == "another_T":
+            saved["T"] = common.T + 10
+        else:  # one weight one entry larger in every dimension: a differently built network
+            name, weight = next(iter(saved["model_state"].items()))
+            saved["model_state"][name] = torch.zeros([size + 1 for size in weight.shape])
+        torch.save(saved, path)
+
+
+@pytest.mark.parametrize("case", BAD_CHECKPOINTS)
+def test_bad_checkpoint_exits_with_one_line_naming_the_problem(case, checkpoint, tmp_path, monkeypatch,
+                                                               capsys):
+    # main() in this process, so six cases cost milliseconds, not six interpreters; an exception
+    # escaping main() (what would print a traceback) fails the test by itself.
+    path = tmp_path / "model.pt"
+    if case != "missing":
+        write_bad_checkpoint(case, checkpoint, path)
+    monkeypatch.setattr(sys, "argv", ["04_sample.py", "--checkpoint", str(path), "--device", "cpu",
+                                      "--out", str(tmp_path / "samples.npy"),
+                                      "--images", str(tmp_path / "images")])
+    with pytest.raises(SystemExit) as exit:
+        load_script("04_sample.py").main()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit.value.code not in (0, None), f"{case}: exit status {exit.value.code}"
+    assert len(lines) == 1 and lines[0].startswith("error: "), f"{case}: not one 'error: ...' line: {lines}"
+    expected = BAD_CHECKPOINTS[case]
+    assert expected in lines[0], f"{case}: the message does not say '{expected}': {lines[0]}"
+    assert not (tmp_path / "samples.npy").exists(), f"{case}: samples were written despite the error"
+
+
+def test_missing_checkpoint_exits_without_traceback_and_points_to_training(runs):
+    # The same error as a reader sees it: a real process, its exit status and its stderr.
+    _, result = runs["missing"]
+    assert result.returncode == 1, f"exit status {result.returncode}; stderr:\n{result.stderr}"
+    assert "Traceback" not in result.stderr, f"a traceback instead of a message:\n{result.stderr}"
+    message = result.stderr
+    assert message.count("\n") == 1 and "no checkpoint" in message, f"not one clear line:\n{message}"
+    assert "scripts/03_train.py" in message, f"the message does not say to run 03_train.py: {message}"
