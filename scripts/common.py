@@ -22,6 +22,8 @@ import torch  # noqa: E402
 
 T = 40          # number of diffusion steps for the Swiss roll (paper, section 3.1)
 BETA_1 = 1e-5   # first step's variance, fixed; it sets the ceiling on K (README, chapter 3)
+BETA_T = 0.3    # last step's variance (README, chapter 1: the schedule)
+SCHEDULE_POWER = 1.7  # > 1 keeps beta_t small for longer: more steps where the roll's detail is
 D = 2           # dimension of a data point
 
 # Exact mean and standard deviation of the roll's two coordinates (README, chapter 1).
@@ -56,10 +58,11 @@ def heldout_roll(n):
 
 # --- schedule ---------------------------------------------------------------------------
 
-def make_beta(T=T, beta_1=BETA_1):
-    """beta_t for t = 0..T (beta_0 = 0): beta_1, then the seed's sigmoid ramp up to 0.3."""
-    ramp = torch.sigmoid(torch.linspace(-18.0, 10.0, T, dtype=torch.float64))
-    beta = beta_1 + 0.3 * (ramp - ramp[0])
+def make_beta(T=T, beta_1=BETA_1, beta_T=BETA_T, power=SCHEDULE_POWER):
+    """beta_t for t = 0..T (beta_0 = 0), rising from beta_1 to beta_T on a log scale:
+    log beta_t = log beta_1 + ((t - 1) / (T - 1))^power * log(beta_T / beta_1)."""
+    s = (torch.arange(T, dtype=torch.float64) / (T - 1)) ** power
+    beta = beta_1 * (beta_T / beta_1) ** s
     return torch.cat([torch.zeros(1, dtype=torch.float64), beta])
 
 
@@ -252,45 +255,57 @@ def plot_points(ax, x, title):
 
 class ReverseModel(torch.nn.Module):
     """The network behind p(x_{t-1} | x_t) (README, chapter 2): x_t and t in, four numbers out,
-    two for the mean (as a noise estimate eps) and two for the variance (a fraction in (0, 1))."""
+    two for the noise estimate eps and two for the log of a variance scale.
 
-    def __init__(self, T=T, hidden=128, n_frequencies=6):
+    One MLP serves every step, as in the paper; what is particular to step t is a learned bias
+    added to each hidden layer (rows indexed by t itself; rows 0 and 1 are never used)."""
+
+    def __init__(self, T=T, hidden=128, depth=3, n_frequencies=32):
         super().__init__()
-        self.config = {"T": T, "hidden": hidden, "n_frequencies": n_frequencies}
-        # Fourier features sin(2^k pi x), cos(2^k pi x) let a small MLP draw the roll's sharp arms.
-        self.register_buffer("frequencies", math.pi * 2.0 ** torch.arange(n_frequencies))
-        self.step_embedding = torch.nn.Embedding(T + 1, hidden)
-        self.input = torch.nn.Linear(D + 2 * D * n_frequencies, hidden)
-        self.body = torch.nn.Sequential(
-            torch.nn.SiLU(), torch.nn.Linear(hidden, hidden),
-            torch.nn.SiLU(), torch.nn.Linear(hidden, hidden),
-            torch.nn.SiLU(), torch.nn.Linear(hidden, 2 * D))
+        self.config = {"T": T, "hidden": hidden, "depth": depth, "n_frequencies": n_frequencies}
+        # Random Fourier features sin(x B), cos(x B), B ~ N(0, (2 pi)^2): they let a small MLP draw
+        # the roll's thin arms precisely (at t = 2 the noise is only 0.005 wide).
+        self.register_buffer("frequencies", 2.0 * math.pi * torch.randn(D, n_frequencies))
+        sizes = [D + 2 * n_frequencies] + [hidden] * depth
+        self.layers = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
+        self.step_bias = torch.nn.Parameter(torch.zeros(depth, T + 1, hidden))
+        with torch.no_grad():
+            self.step_bias[0].normal_(0.0, 0.5)  # different steps start from different features
+        self.output = torch.nn.Linear(hidden, 2 * D)
+        torch.nn.init.zeros_(self.output.weight)  # start at eps = 0 and the Gaussian-data variance
+        torch.nn.init.zeros_(self.output.bias)
 
     def forward(self, x_t, t):
-        angles = (x_t.unsqueeze(-1) * self.frequencies).flatten(1)
-        features = torch.cat([x_t, torch.sin(angles), torch.cos(angles)], dim=1)
-        return self.body(self.input(features) + self.step_embedding(t))
+        angles = x_t @ self.frequencies
+        h = torch.cat([x_t, torch.sin(angles), torch.cos(angles)], dim=1)
+        for layer, bias in zip(self.layers, self.step_bias):
+            h = torch.nn.functional.silu(layer(h) + bias[t])
+        return self.output(h)
 
 
 def p_reverse(model, x_t, t, beta, alpha_bar):
-    """p(x_{t-1} | x_t) = N(mean, diag var) for a tensor of steps t (one per point).
+    """p(x_{t-1} | x_t) = N(mean, diag var), for one step t or a tensor of steps (one per point).
 
-    For t >= 2 the network gives eps; x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)
-    goes through the posterior mean of q(x_{t-1} | x_t, x0), and the variance is
-    exp(v log beta_t + (1 - v) log sigma_tilde_t^2) with v in (0, 1) from the network.
-    For t = 1 it is the fixed kernel N(sqrt(1 - beta_1) x_1, beta_1 I) (paper eq. 44).
+    For t >= 2 it is the posterior q(x_{t-1} | x_t, x0) with x0 replaced by the network's guess,
+    which is what the true reverse step is when x0 is uncertain given x_t (README, chapter 2):
+      x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t),
+      mean = mu_tilde(x_t, x0_hat),  var = sigma_tilde_t^2 + c_t^2 (1 - alpha_bar_t) exp(v),
+    where c_t = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t) is x0's weight in mu_tilde and
+    (1 - alpha_bar_t) exp(v) the network's variance of x0 given x_t. For t = 1 it is the fixed
+    kernel N(sqrt(1 - beta_1) x_1, beta_1 I) (paper eq. 44).
     """
     t = torch.as_tensor(t, device=x_t.device).expand(x_t.shape[0])
     learned = t.clamp_min(2)  # the network is only ever asked about t >= 2
     out = model(x_t, learned)
-    eps, v = out[:, :D], torch.sigmoid(out[:, D:])
-    alpha_bar_t = at(alpha_bar, learned)
+    eps, v = out[:, :D], out[:, D:]
+    alpha_bar_t, alpha_bar_prev, beta_t = at(alpha_bar, learned), at(alpha_bar, learned - 1), at(beta, learned)
     x0_hat = (x_t - torch.sqrt(1.0 - alpha_bar_t).to(x_t) * eps) / torch.sqrt(alpha_bar_t).to(x_t)
     mean, posterior_var = q_posterior(x0_hat, x_t, learned, beta, alpha_bar)
-    log_var = v * torch.log(at(beta, learned)).to(x_t) + (1.0 - v) * torch.log(posterior_var)
+    c_t = torch.sqrt(alpha_bar_prev) * beta_t / (1.0 - alpha_bar_t)
+    var = posterior_var + (c_t ** 2 * (1.0 - alpha_bar_t)).to(x_t) * torch.exp(v)
     fixed_mean, fixed_var = q_step(x_t, 1, beta)
     first = (t == 1).unsqueeze(-1)
-    return torch.where(first, fixed_mean, mean), torch.where(first, fixed_var, torch.exp(log_var))
+    return torch.where(first, fixed_mean, mean), torch.where(first, fixed_var, var)
 
 
 def reverse_of(model, beta, alpha_bar):
@@ -365,6 +380,45 @@ def ceiling(beta_1=BETA_1, n_angles=100_000):
                         (torch.sin(a) + a * torch.cos(a)) / ROLL_STD[1])
     log_p_arc = -math.log(ROLL_ANGLE[1] - ROLL_ANGLE[0]) - torch.log(speed)
     return log_p_arc.mean().item() - 0.5 * math.log(2.0 * math.pi * beta_1)
+
+
+def ceiling_of_K(beta_1=BETA_1):
+    """The best K itself can reach (README, chapter 3), in nats: ceiling(beta_1) - (d - 1) / 2.
+    With p(x0 | x1) fixed to a Gaussian of variance beta_1, K pays E[|x0 - sqrt(1 - beta_1) x1|^2]
+    / (2 beta_1) = 1/2 nat per direction across the curve that the ceiling does not: the best K
+    is -H(X_1) = E[log p_arc] - 1/2 log(2 pi e beta_1) in the limit of many small steps."""
+    return ceiling(beta_1) - 0.5 * (D - 1)
+
+
+@torch.no_grad()
+def bayes_optimal_reverse(beta, alpha_bar, n_curve=20_000, chunk=500):
+    """The best Gaussian reverse process for the roll, by brute-force Bayes over n_curve points
+    of the curve (equal steps in angle, so equal prior weights): p(x_{t-1} | x_t) =
+    N(mu_tilde(x_t, E[x0 | x_t]), sigma_tilde^2 + c_t^2 Var(x0 | x_t)), the true reverse step's
+    mean and variance (README, chapter 2). A yardstick for training: far too slow to sample with.
+    Returns a function (x_t, t) -> (mean, variance) with one t for all points."""
+    a = ROLL_ANGLE[0] + (ROLL_ANGLE[1] - ROLL_ANGLE[0]) * (torch.arange(n_curve, dtype=torch.float64) + 0.5) / n_curve
+    curve = roll_angle_to_point(a)
+
+    def reverse(x_t, t):
+        t = int(torch.as_tensor(t).flatten()[0])
+        if t == 1:
+            return q_step(x_t, 1, beta)
+        alpha_bar_t = float(alpha_bar[t])
+        x_t64 = x_t.double().cpu()
+        mean_x0, var_x0 = [], []
+        for part in x_t64.split(chunk):
+            # q(x0 | x_t) over the curve points: prior weights equal, likelihood q(x_t | x0)
+            weight = torch.softmax(-torch.cdist(part, math.sqrt(alpha_bar_t) * curve) ** 2
+                                   / (2.0 * (1.0 - alpha_bar_t)), dim=1)
+            mean_x0.append(weight @ curve)
+            var_x0.append((weight @ curve ** 2 - mean_x0[-1] ** 2).clamp_min(0.0))
+        mean_x0, var_x0 = torch.cat(mean_x0), torch.cat(var_x0)
+        mean, posterior_var = q_posterior(mean_x0, x_t64, t, beta, alpha_bar)
+        c_t = math.sqrt(float(alpha_bar[t - 1])) * float(beta[t]) / (1.0 - alpha_bar_t)
+        return mean.to(x_t), (posterior_var + c_t ** 2 * var_x0).to(x_t)
+
+    return reverse
 
 
 # --- checkpoints ----------------------------------------------------------------------------

@@ -280,22 +280,33 @@ def test_alpha_bar_matches_python_loop():
 
 
 def test_final_marginal_is_close_to_standard_normal():
-    """q(x_T | x0) is within 0.02 nats of p(x_T) = N(0, I) on average over the roll.
+    """q(x_T), the roll after all T steps, is within 0.01 nats of p(x_T) = N(0, I), where
+    sampling starts. q(x_T) is the roll scaled by sqrt(alpha_bar_T) and blurred by a Gaussian
+    of variance 1 - alpha_bar_T; its density on a grid (a sum over a dense set of roll points,
+    not the code's formulas) gives KL(q(x_T) || N(0, I)) by a Riemann sum.
 
-    Derivation: for one point, KL(N(sqrt(a) x0, (1 - a) I) || N(0, I)) =
-    1/2 sum_i [-log(1 - a) + (1 - a) + a x0_i^2 - 1]; averaged over standardised data
-    (E x0_i^2 = 1) it is -(d/2) log(1 - a), so the schedule needs alpha_bar_T < 1 - e^-0.02.
-    The held-out average through kl_gaussian and q_closed_form must match that algebra."""
+    alpha_bar_T itself need not be small: the per-point KL(q(x_T | x0) || N(0, I)), which K
+    pays as -(d/2) log(1 - alpha_bar_T), is checked against kl_gaussian by hand below."""
     a = ABAR[T]
-    derived_bound = -(common.D / 2) * math.log(1.0 - a)
-    assert derived_bound < 0.02, f"alpha_bar_T = {a:.4g} gives KL {derived_bound:.4f} nats, expected < 0.02"
+    angle = torch.linspace(*common.ROLL_ANGLE, 2000, dtype=torch.float64)
+    raw = torch.stack([angle * torch.cos(angle), angle * torch.sin(angle)], dim=1)
+    scaled = math.sqrt(a) * (raw - torch.tensor(common.ROLL_MEAN)) / torch.tensor(common.ROLL_STD)
+    grid = torch.linspace(-5.0, 5.0, 141, dtype=torch.float64)
+    points = torch.cartesian_prod(grid, grid)
+    q = torch.exp(-torch.cdist(points, scaled) ** 2 / (2 * (1 - a))).mean(1) / (2 * math.pi * (1 - a))
+    normal = torch.exp(-(points ** 2).sum(1) / 2) / (2 * math.pi)
+    cell = (grid[1] - grid[0]).item() ** 2
+    mass = q.sum().item() * cell
+    kl = (q * torch.log(q.clamp_min(1e-300) / normal)).sum().item() * cell
+    assert abs(mass - 1) < 1e-4, f"q(x_T) integrates to {mass:.6f} on the grid, expected 1"
+    assert kl < 0.01, f"KL(q(x_T) || N(0, I)) = {kl:.4f} nats (alpha_bar_T = {a:.3f}), expected < 0.01"
+
     x0 = common.heldout_roll(20_000).double()
     mean, var = common.q_closed_form(x0, T, ALPHA_BAR)
-    kl = common.kl_gaussian(mean, var, torch.zeros_like(x0), torch.ones_like(x0)).mean().item()
+    per_point = common.kl_gaussian(mean, var, torch.zeros_like(x0), torch.ones_like(x0)).mean().item()
     sq = (x0 ** 2).sum(1).mean().item()
     by_hand = -(common.D / 2) * math.log(1.0 - a) - common.D * a / 2 + a * sq / 2
-    assert abs(kl - by_hand) < 1e-10, f"mean KL {kl:.10f}, by hand {by_hand:.10f} (tolerance 1e-10)"
-    assert kl < 0.02, f"mean KL(q(x_T|x0) || N(0, I)) = {kl:.4f} nats, expected < 0.02"
+    assert abs(per_point - by_hand) < 1e-10, f"mean KL {per_point:.10f}, by hand {by_hand:.10f}"
 
 
 # --- indexing and precision -------------------------------------------------------------------
