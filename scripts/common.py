@@ -284,7 +284,7 @@ class ReverseModel(torch.nn.Module):
 
 
 def p_reverse(model, x_t, t, beta, alpha_bar):
-    """p(x_{t-1} | x_t) = N(mean, diag var), for one step t or a tensor of steps (one per point).
+    """p(x_{t-1} | x_t) = N(mean, diag var), for one step t or a tensor of steps t >= 2 (one per point).
 
     For t >= 2 it is the posterior q(x_{t-1} | x_t, x0) with x0 replaced by the network's guess,
     which is what the true reverse step is when x0 is uncertain given x_t (README, chapter 2):
@@ -294,18 +294,18 @@ def p_reverse(model, x_t, t, beta, alpha_bar):
     (1 - alpha_bar_t) exp(v) the network's variance of x0 given x_t. For t = 1 it is the fixed
     kernel N(sqrt(1 - beta_1) x_1, beta_1 I) (paper eq. 44).
     """
+    if not torch.is_tensor(t) and t == 1:
+        return q_step(x_t, 1, beta)  # the fixed last step, never learned (eq. 44)
     t = torch.as_tensor(t, device=x_t.device).expand(x_t.shape[0])
-    learned = t.clamp_min(2)  # the network is only ever asked about t >= 2
-    out = model(x_t, learned)
+    if bool((t < 2).any()):
+        raise ValueError("the network only models steps t >= 2; t = 1 is the fixed kernel")
+    out = model(x_t, t)
     eps, v = out[:, :D], out[:, D:]
-    alpha_bar_t, alpha_bar_prev, beta_t = at(alpha_bar, learned), at(alpha_bar, learned - 1), at(beta, learned)
+    alpha_bar_t, alpha_bar_prev, beta_t = at(alpha_bar, t), at(alpha_bar, t - 1), at(beta, t)
     x0_hat = (x_t - torch.sqrt(1.0 - alpha_bar_t).to(x_t) * eps) / torch.sqrt(alpha_bar_t).to(x_t)
-    mean, posterior_var = q_posterior(x0_hat, x_t, learned, beta, alpha_bar)
+    mean, posterior_var = q_posterior(x0_hat, x_t, t, beta, alpha_bar)
     c_t = torch.sqrt(alpha_bar_prev) * beta_t / (1.0 - alpha_bar_t)
-    var = posterior_var + (c_t ** 2 * (1.0 - alpha_bar_t)).to(x_t) * torch.exp(v)
-    fixed_mean, fixed_var = q_step(x_t, 1, beta)
-    first = (t == 1).unsqueeze(-1)
-    return torch.where(first, fixed_mean, mean), torch.where(first, fixed_var, var)
+    return mean, posterior_var + (c_t ** 2 * (1.0 - alpha_bar_t)).to(x_t) * torch.exp(v)
 
 
 def reverse_of(model, beta, alpha_bar):
