@@ -20,6 +20,7 @@ from matplotlib.animation import FuncAnimation, PillowWriter
 import common
 
 N_POINTS = 10_000     # points in the roll; the moments below have standard errors ~ 1/sqrt(N)
+MIN_POINTS = 100      # fewer, and the standard errors themselves are too rough to compare with
 GIF_POINTS = 2000     # points in the animation (a light file)
 PRINT_EVERY = 5       # print one row of the table every PRINT_EVERY steps (all steps are checked)
 
@@ -40,14 +41,10 @@ def gap_in_standard_errors(terms, reference):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n-points", type=common.positive_int, default=N_POINTS,
-                        help="number of roll points (default: %(default)s)")
+    parser.add_argument("--n-points", type=common.whole_number(MIN_POINTS), default=N_POINTS,
+                        help=f"number of roll points, at least {MIN_POINTS} (default: %(default)s)")
     common.add_standard_args(parser)
-    args = parser.parse_args()
-    device = common.device_or_exit(parser, args.device)
-    common.writable_dir_or_exit(parser, args.images, "figures")
-    common.seed_everything(args.seed)
-    generator = torch.Generator().manual_seed(args.seed)
+    args, device, generator = common.parse_and_prepare(parser)
 
     beta = common.make_beta()
     alpha_bar = common.alpha_bar_from_beta(beta)

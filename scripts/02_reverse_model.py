@@ -25,11 +25,7 @@ NOISE_SHOWN = 0.2     # show the first step t whose noise std sqrt(1 - alpha_bar
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common.add_standard_args(parser)
-    args = parser.parse_args()
-    device = common.device_or_exit(parser, args.device)
-    common.writable_dir_or_exit(parser, args.images, "figures")
-    common.seed_everything(args.seed)
-    generator = torch.Generator().manual_seed(args.seed)
+    args, device, generator = common.parse_and_prepare(parser)
 
     beta = common.make_beta()
     alpha_bar = common.alpha_bar_from_beta(beta)

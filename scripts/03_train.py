@@ -12,7 +12,9 @@ Ctrl-C saves the last completed state; --resume continues from it.
 """
 import argparse
 import math
+import os
 import pathlib
+import signal
 import time
 
 import matplotlib.pyplot as plt
@@ -39,6 +41,16 @@ def learning_rate(i, iters, peak):
     return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def resume_command(parser, args):
+    """The command that continues this run: --resume plus every option not at its default."""
+    words = ["python", "scripts/03_train.py", "--resume"]
+    for action in parser._actions:
+        value = getattr(args, action.dest, None)
+        if action.option_strings and action.dest != "resume" and value is not None and value != action.default:
+            words += [action.option_strings[0], str(value)]
+    return " ".join(words)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--iters", type=common.positive_int, default=ITERS,
@@ -52,15 +64,15 @@ def main():
     parser.add_argument("--resume", action="store_true",
                         help="continue from --checkpoint instead of starting afresh")
     common.add_standard_args(parser)
-    args = parser.parse_args()
-    device = common.device_or_exit(parser, args.device)
-    common.writable_dir_or_exit(parser, args.checkpoint.parent, "the checkpoint")
-    common.writable_dir_or_exit(parser, args.images, "figures")
-    common.seed_everything(args.seed)
-    generator = torch.Generator().manual_seed(args.seed)
+    args, device, generator = common.parse_and_prepare(parser)
+    common.output_file_or_exit(parser, args.checkpoint, "the checkpoint")
     # Squares of beta_1 = 1e-5 and their gradients reach denormal floats, which are very slow
     # on CPUs; flushing them to zero changes nothing measurable and doubles the speed.
     torch.set_flush_denormal(True)
+    # Two CPU threads may add up the per-step biases' gradients in either order, which changes
+    # the last bits of the weights from run to run; deterministic kernels cost nothing here.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what cuda needs for them
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
     beta = common.make_beta()
     alpha_bar = common.alpha_bar_from_beta(beta)
@@ -82,35 +94,42 @@ def main():
     reverse = common.reverse_of(model, beta, alpha_bar)
     entropy = common.entropy_terms(beta, alpha_bar)
 
+    # Ctrl-C only raises a flag: the iteration under way finishes, so what is saved is a
+    # completed state, never weights caught half-way through an optimizer step.
+    interrupted = []
+    signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+
     # The loop (README, chapter 3): -K = (T - 1) E_t[KL_t] - entropy terms.
     curve, done = [], start
     began = time.perf_counter()
     bar = tqdm(range(start, args.iters), initial=start, total=args.iters, desc="training")
-    try:
-        for i in bar:
-            x0 = common.swiss_roll(args.batch_size, generator).to(device)
-            t = torch.randint(2, T + 1, (args.batch_size,), generator=generator).to(device)
-            kl = common.kl_terms(reverse, x0, t, beta, alpha_bar, generator)
-            loss = (T - 1) * kl.mean() - entropy
-            if not torch.isfinite(loss):
-                bar.close()
-                parser.exit(1, f"error: the loss became {loss.item()} at iteration {i + 1}; the "
-                               f"learning rate ({args.lr}) is probably too high: try --lr {args.lr / 3:.1e}. "
-                               f"No checkpoint was written.\n")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(i, args.iters, args.lr)
-            optimizer.step()
-            done = i + 1
-            curve.append(-loss.item())
-            if done % LOG_EVERY == 0:
-                bar.set_postfix(K_bits=f"{common.nats_to_bits(sum(curve[-LOG_EVERY:]) / LOG_EVERY):.2f}")
-    except KeyboardInterrupt:
-        bar.close()
+    for i in bar:
+        if interrupted:
+            break
+        x0 = common.swiss_roll(args.batch_size, generator).to(device)
+        t = torch.randint(2, T + 1, (args.batch_size,), generator=generator).to(device)
+        kl = common.kl_terms(reverse, x0, t, beta, alpha_bar, generator)
+        loss = (T - 1) * kl.mean() - entropy
+        if not torch.isfinite(loss):
+            bar.close()
+            parser.exit(1, f"error: the loss became {loss.item()} at iteration {i + 1}, so training "
+                           f"stopped and no checkpoint was written; the learning rate {args.lr:g} is "
+                           f"probably too high: try a smaller --lr, such as the default {LR:g}\n")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(i, args.iters, args.lr)
+        optimizer.step()
+        done = i + 1
+        curve.append(-loss.item())
+        if done % LOG_EVERY == 0:
+            bar.set_postfix(K_bits=f"{common.nats_to_bits(sum(curve[-LOG_EVERY:]) / LOG_EVERY):.2f}")
+    bar.close()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops the rest at once
+    if interrupted:
         common.save_checkpoint(args.checkpoint, model, beta, args, done, optimizer)
-        print(f"\ninterrupted: saved the state after iteration {done} to {args.checkpoint}; "
-              f"continue with --resume")
+        print(f"interrupted: saved the state after iteration {done} of {args.iters} to "
+              f"{args.checkpoint}; continue with: {resume_command(parser, args)}")
         raise SystemExit(130)
     seconds = time.perf_counter() - began
     common.save_checkpoint(args.checkpoint, model, beta, args, done, optimizer)

@@ -63,16 +63,12 @@ def main():
     parser.add_argument("--n-samples", type=common.positive_int, default=N_SAMPLES,
                         help="number of samples (default: %(default)s)")
     common.add_standard_args(parser)
-    args = parser.parse_args()
-    device = common.device_or_exit(parser, args.device)
-    common.writable_dir_or_exit(parser, args.out.parent, "the samples")
-    common.writable_dir_or_exit(parser, args.images, "figures")
+    args, device, generator = common.parse_and_prepare(parser)
+    common.output_file_or_exit(parser, args.out, "the samples")
     try:
         model, beta, _ = common.load_checkpoint(args.checkpoint, device)
     except common.CheckpointError as error:
         parser.exit(1, f"error: {error}\n")
-    common.seed_everything(args.seed)
-    generator = torch.Generator().manual_seed(args.seed)
 
     alpha_bar = common.alpha_bar_from_beta(beta)
     T = len(beta) - 1

@@ -55,7 +55,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--iters", type=common.positive_int, nargs="+", default=[None],
                         help="training lengths to run (default: 03_train.py's own default)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--seed", type=common.seed_int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="as for 03_train.py (default: auto)")
     parser.add_argument("--yardstick-points", type=int, default=N_YARDSTICK,
                         help="held-out points for the Bayes-optimal K; 0 skips it (default: %(default)s)")

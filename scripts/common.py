@@ -1,4 +1,5 @@
-"""The shared math of the walkthrough: data, schedule, Gaussian helpers, device and seed.
+"""The shared math of the walkthrough: the data, the schedule, the Gaussian formulas, the reverse
+model, the bound K and its ceilings, sampling, checkpoints, and the command-line helpers.
 
 Conventions, kept in every script and test:
 - x0 is a data point; x_t is the point after t forward (noising) steps.
@@ -20,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-T = 40          # number of diffusion steps for the Swiss roll (paper, section 3.1)
+T = 40          # number of diffusion steps the paper used for the Swiss roll
 BETA_1 = 1e-5   # first step's variance, fixed; it sets the ceiling on K (README, chapter 3)
 BETA_T = 0.3    # last step's variance (README, chapter 1: the schedule)
 SCHEDULE_POWER = 1.7  # > 1 keeps beta_t small for longer: more steps where the roll's detail is
@@ -28,7 +29,7 @@ D = 2           # dimension of a data point
 
 # Exact mean and standard deviation of the roll's two coordinates (README, chapter 1).
 # The means are closed-form integrals over the angle: 2 and 2 / (3 pi); the standard deviations
-# come from numerical quadrature. tests/test_data.py checks them against a large sample.
+# come from numerical quadrature. tests/test_data.py recomputes them by Simpson's rule.
 ROLL_MEAN = (2.0, 2.0 / (3.0 * math.pi))
 ROLL_STD = (6.623014529298816, 6.9512077956377105)
 ROLL_ANGLE = (1.5 * math.pi, 4.5 * math.pi)   # the roll's angle a runs over this interval
@@ -112,8 +113,9 @@ def q_posterior(x0, x_t, t, beta, alpha_bar):
 
 
 def sample_gaussian(mean, var, generator=None):
-    """One draw from N(mean, diag var)."""
-    noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+    """One draw from N(mean, diag var). The noise is drawn on the CPU, where seeded generators
+    live, so the same seed gives the same noise on every device."""
+    noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
     return mean + torch.sqrt(var) * noise
 
 
@@ -153,7 +155,10 @@ def pick_device(name="auto"):
         return torch.device(devices[0])
     if name.split(":")[0] not in devices:
         raise ValueError(f"device '{name}' is not available here; available: {', '.join(devices)}")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device '{name}' is not a device name; available: {', '.join(devices)}")
 
 
 def seed_everything(seed):
@@ -170,15 +175,24 @@ OUTPUTS = ROOT / "outputs"   # weights and samples (git-ignored, regenerated)
 AXIS_LIMIT = 2.5             # the paper's Figure 1 shows about -2..2; the roll reaches +-2.1
 
 
-def positive_int(text):
-    """argparse type: a whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got '{text}'")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value}")
-    return value
+def whole_number(minimum, maximum=None):
+    """An argparse type: a whole number from minimum (to maximum, if given)."""
+    allowed = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number {allowed}, got '{text}'")
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"must be a whole number {allowed}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int = whole_number(1)
+seed_int = whole_number(0, 2 ** 32 - 1)  # the range numpy's seed accepts
 
 
 def positive_float(text):
@@ -194,11 +208,22 @@ def positive_float(text):
 
 def add_standard_args(parser, seed=0):
     """The options every chapter has: --seed, --device and --images (where figures go)."""
-    parser.add_argument("--seed", type=int, default=seed, help="random seed (default: %(default)s)")
+    parser.add_argument("--seed", type=seed_int, default=seed, help="random seed (default: %(default)s)")
     parser.add_argument("--device", default="auto",
                         help="auto (cuda, then mps, then cpu), cpu, cuda or mps (default: auto)")
     parser.add_argument("--images", type=pathlib.Path, default=IMAGES,
                         help="folder for the figures (default: the repository's images/)")
+
+
+def parse_and_prepare(parser):
+    """The start of every chapter: parse the command line, check --device and the --images
+    folder before any work, and seed everything. Returns (args, device, generator), the
+    generator seeded with --seed for the random draws the chapter makes on the CPU."""
+    args = parser.parse_args()
+    device = device_or_exit(parser, args.device)
+    writable_dir_or_exit(parser, args.images, "figures")
+    seed_everything(args.seed)
+    return args, device, torch.Generator().manual_seed(args.seed)
 
 
 def device_or_exit(parser, name):
@@ -207,6 +232,15 @@ def device_or_exit(parser, name):
         return pick_device(name)
     except ValueError as error:
         parser.error(str(error))
+
+
+def output_file_or_exit(parser, path, what):
+    """Check, before any work, that a file can be written at path (its folder is writable and
+    path is not a folder), so a long run is never lost at the moment of saving."""
+    writable_dir_or_exit(parser, path.parent, what)
+    if path.is_dir():
+        parser.error(f"cannot write {what} to {path}: it is a folder; give a file name, "
+                     f"e.g. {path / ('model.pt' if path.suffix != '.npy' else 'samples.npy')}")
 
 
 def writable_dir_or_exit(parser, folder, what):
