@@ -297,8 +297,9 @@ class ReverseModel(torch.nn.Module):
     def __init__(self, T=T, hidden=128, depth=3, n_frequencies=32):
         super().__init__()
         self.config = {"T": T, "hidden": hidden, "depth": depth, "n_frequencies": n_frequencies}
-        # Random Fourier features sin(x B), cos(x B), B ~ N(0, (2 pi)^2): they let a small MLP draw
-        # the roll's thin arms precisely (at t = 2 the noise is only 0.005 wide).
+        # Random Fourier features sin(x B), cos(x B), B ~ N(0, (2 pi)^2): they help a small MLP
+        # draw sharp shapes, and the roll's arms must be located to within the noise of t = 2,
+        # sqrt(2e-5) = 0.005 wide. Stored with the weights, so a checkpoint carries its B.
         self.register_buffer("frequencies", 2.0 * math.pi * torch.randn(D, n_frequencies))
         sizes = [D + 2 * n_frequencies] + [hidden] * depth
         self.layers = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
