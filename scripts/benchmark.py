@@ -71,7 +71,7 @@ def main():
               f"{numbers['K']:>7.3f} {numbers['K_minus_null']:>10.3f}", flush=True)
 
     null = common.nats_to_bits(common.null_log_likelihood())
-    print(f"paper, Table 1:                    K = 2.35 bits, K - L_null = 6.45 bits")
+    print("paper, Table 1:                    K = 2.35 bits, K - L_null = 6.45 bits")
     ceiling_of_K = common.nats_to_bits(common.ceiling_of_K())
     print(f"ceiling of K for beta_1 = {common.BETA_1:.0e}:      K = {ceiling_of_K:.3f} bits, "
           f"K - L_null = {ceiling_of_K - null:.3f} bits")

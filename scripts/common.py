@@ -112,6 +112,16 @@ def q_posterior(x0, x_t, t, beta, alpha_bar):
     return mean, var.to(x0) * torch.ones_like(x0)
 
 
+def reverse_from_x0_moments(x0_mean, x0_var, x_t, t, beta, alpha_bar):
+    """q(x_{t-1} | x_t) when x0 is known only through its mean and variance given x_t (README,
+    chapter 2): the posterior averaged over x0, with mean mu_tilde(x_t, E[x0 | x_t]) and variance
+    sigma_tilde_t^2 + c_t^2 Var(x0 | x_t), where c_t = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t)
+    is x0's weight in mu_tilde. Returns (mean, variance)."""
+    mean, posterior_var = q_posterior(x0_mean, x_t, t, beta, alpha_bar)
+    c_t = torch.sqrt(at(alpha_bar, t - 1)) * at(beta, t) / (1.0 - at(alpha_bar, t))
+    return mean, posterior_var + (c_t ** 2).to(x_t) * x0_var
+
+
 def sample_gaussian(mean, var, generator=None):
     """One draw from N(mean, diag var). The noise is drawn on the CPU, where seeded generators
     live, so the same seed gives the same noise on every device."""
@@ -336,11 +346,10 @@ def p_reverse(model, x_t, t, beta, alpha_bar):
         raise ValueError("the network only models steps t >= 2; t = 1 is the fixed kernel")
     out = model(x_t, t)
     eps, v = out[:, :D], out[:, D:]
-    alpha_bar_t, alpha_bar_prev, beta_t = at(alpha_bar, t), at(alpha_bar, t - 1), at(beta, t)
+    alpha_bar_t = at(alpha_bar, t)
     x0_hat = (x_t - torch.sqrt(1.0 - alpha_bar_t).to(x_t) * eps) / torch.sqrt(alpha_bar_t).to(x_t)
-    mean, posterior_var = q_posterior(x0_hat, x_t, t, beta, alpha_bar)
-    c_t = torch.sqrt(alpha_bar_prev) * beta_t / (1.0 - alpha_bar_t)
-    return mean, posterior_var + (c_t ** 2 * (1.0 - alpha_bar_t)).to(x_t) * torch.exp(v)
+    x0_var = (1.0 - alpha_bar_t).to(x_t) * torch.exp(v)
+    return reverse_from_x0_moments(x0_hat, x0_var, x_t, t, beta, alpha_bar)
 
 
 def reverse_of(model, beta, alpha_bar):
@@ -449,9 +458,8 @@ def bayes_optimal_reverse(beta, alpha_bar, n_curve=20_000, chunk=500):
             mean_x0.append(weight @ curve)
             var_x0.append((weight @ curve ** 2 - mean_x0[-1] ** 2).clamp_min(0.0))
         mean_x0, var_x0 = torch.cat(mean_x0), torch.cat(var_x0)
-        mean, posterior_var = q_posterior(mean_x0, x_t64, t, beta, alpha_bar)
-        c_t = math.sqrt(float(alpha_bar[t - 1])) * float(beta[t]) / (1.0 - alpha_bar_t)
-        return mean.to(x_t), (posterior_var + c_t ** 2 * var_x0).to(x_t)
+        mean, var = reverse_from_x0_moments(mean_x0, var_x0, x_t64, t, beta, alpha_bar)
+        return mean.to(x_t), var.to(x_t)
 
     return reverse
 

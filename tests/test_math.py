@@ -163,6 +163,32 @@ def log_normal(x, mean, var):
     return (-0.5 * torch.log(2 * math.pi * var) - (x - mean) ** 2 / (2 * var)).sum(-1)
 
 
+def test_reverse_from_x0_moments_matches_the_sampled_mixture():
+    """Averaging q(x_{t-1} | x_t, x0) over an uncertain x0 gives the mean and variance that
+    reverse_from_x0_moments claims. Independent route: draw x0 from a lopsided three-point
+    distribution (given x_t), then x_{t-1} from the posterior of each draw, and take the sample
+    mean and variance of x_{t-1}; tolerance 5 standard errors."""
+    g = torch.Generator().manual_seed(11)
+    t, n = 30, 400_000
+    x_t = torch.tensor([[0.3, -0.7]], dtype=torch.float64)
+    support = torch.tensor([[1.0, 0.5], [-0.8, 0.2], [0.1, -1.5]], dtype=torch.float64)
+    weights = torch.tensor([0.6, 0.3, 0.1], dtype=torch.float64)
+    pick = torch.multinomial(weights, n, replacement=True, generator=g)
+    x0 = support[pick]
+    mean_q, var_q = common.q_posterior(x0, x_t.expand(n, 2), t, BETA, ALPHA_BAR)
+    x_prev = mean_q + var_q.sqrt() * torch.randn(n, 2, generator=g, dtype=torch.float64)
+    x0_mean = (weights[:, None] * support).sum(0, keepdim=True)
+    x0_var = (weights[:, None] * support ** 2).sum(0, keepdim=True) - x0_mean ** 2
+    mean, var = common.reverse_from_x0_moments(x0_mean, x0_var, x_t, t, BETA, ALPHA_BAR)
+    sample_mean, sample_var = x_prev.mean(0), x_prev.var(0)
+    se_mean = (sample_var / n).sqrt()
+    se_var = sample_var * math.sqrt(2.0 / n) * 2  # widened: the mixture is not Gaussian
+    assert ((sample_mean - mean[0]).abs() < 5 * se_mean).all(), (
+        f"mixture mean {sample_mean.tolist()}, formula {mean[0].tolist()}, 5 SE = {(5 * se_mean).tolist()}")
+    assert ((sample_var - var[0]).abs() < 5 * se_var).all(), (
+        f"mixture variance {sample_var.tolist()}, formula {var[0].tolist()}, 5 SE = {(5 * se_var).tolist()}")
+
+
 def test_kl_gaussian_matches_monte_carlo():
     """kl_gaussian equals E_q[log q(x) - log p(x)] estimated from samples of q.
 

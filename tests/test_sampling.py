@@ -6,7 +6,6 @@ for (or depend on) scripts/03_train.py.
 """
 import argparse
 import re
-import sys
 
 import numpy as np
 import pytest
@@ -176,56 +175,8 @@ def test_script_writes_figure1_and_an_animation_under_2_mib(two_runs):
 
 
 # --- checkpoints the script cannot use ------------------------------------------------------
-
-BAD_CHECKPOINTS = {           # case: what the one-line message must say
-    "missing": "no checkpoint",
-    "truncated": "not a readable checkpoint",
-    "random_bytes": "not a readable checkpoint",
-    "foreign_torch_file": "not a checkpoint of this walkthrough",
-    "another_T": "another T",
-    "another_model_shape": "another shape",
-}
-
-
-def write_bad_checkpoint(case, good, path):
-    """Write the broken checkpoint `case` to path, starting from the good checkpoint `good`."""
-    if case == "truncated":
-        data = good.read_bytes()
-        path.write_bytes(data[: len(data) // 2])
-    elif case == "random_bytes":
-        path.write_bytes(np.random.default_rng(0).bytes(4096))
-    elif case == "foreign_torch_file":
-        torch.save({"w": torch.zeros(3)}, path)
-    elif case in ("another_T", "another_model_shape"):
-        saved = torch.load(good, weights_only=True)
-        if case == "another_T":
-            saved["T"] = common.T + 10
-        else:  # one weight one entry larger in every dimension: a differently built network
-            name, weight = next(iter(saved["model_state"].items()))
-            saved["model_state"][name] = torch.zeros([size + 1 for size in weight.shape])
-        torch.save(saved, path)
-
-
-@pytest.mark.parametrize("case", BAD_CHECKPOINTS)
-def test_bad_checkpoint_exits_with_one_line_naming_the_problem(case, checkpoint, tmp_path, monkeypatch,
-                                                               capsys):
-    # main() in this process, so six cases cost milliseconds, not six interpreters; an exception
-    # escaping main() (what would print a traceback) fails the test by itself.
-    path = tmp_path / "model.pt"
-    if case != "missing":
-        write_bad_checkpoint(case, checkpoint, path)
-    monkeypatch.setattr(sys, "argv", ["04_sample.py", "--checkpoint", str(path), "--device", "cpu",
-                                      "--out", str(tmp_path / "samples.npy"),
-                                      "--images", str(tmp_path / "images")])
-    with pytest.raises(SystemExit) as exit:
-        load_script("04_sample.py").main()
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert exit.value.code not in (0, None), f"{case}: exit status {exit.value.code}"
-    assert len(lines) == 1 and lines[0].startswith("error: "), f"{case}: not one 'error: ...' line: {lines}"
-    expected = BAD_CHECKPOINTS[case]
-    assert expected in lines[0], f"{case}: the message does not say '{expected}': {lines[0]}"
-    assert not (tmp_path / "samples.npy").exists(), f"{case}: samples were written despite the error"
-
+# Every kind of bad checkpoint, for this script and for 03_train.py --resume, is in
+# test_robustness.py; here, the one a new reader meets first, as a real process.
 
 def test_missing_checkpoint_exits_without_traceback_and_points_to_training(runs):
     # The same error as a reader sees it: a real process, its exit status and its stderr.
