@@ -15,9 +15,10 @@ import argparse
 
 import matplotlib.pyplot as plt
 import torch
-from matplotlib.animation import FuncAnimation, PillowWriter
 
 import common
+import plumbing
+import roll
 
 N_POINTS = 10_000     # points in the roll; the moments below have standard errors ~ 1/sqrt(N)
 MIN_POINTS = 100      # fewer, and the standard errors themselves are too rough to compare with
@@ -41,21 +42,20 @@ def gap_in_standard_errors(terms, reference):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n-points", type=common.whole_number(MIN_POINTS), default=N_POINTS,
+    parser.add_argument("--n-points", type=plumbing.whole_number(MIN_POINTS), default=N_POINTS,
                         help=f"number of roll points, at least {MIN_POINTS} (default: %(default)s)")
-    common.add_standard_args(parser)
-    args, device, generator = common.parse_and_prepare(parser)
+    plumbing.add_standard_args(parser)
+    args, device, generator = plumbing.parse_and_prepare(parser)
 
-    beta = common.make_beta()
-    alpha_bar = common.alpha_bar_from_beta(beta)
-    T = common.T
-    x0 = common.swiss_roll(args.n_points, generator).to(device)
+    schedule = common.make_schedule()
+    beta, alpha_bar, T = schedule.beta, schedule.alpha_bar, schedule.T
+    x0 = roll.swiss_roll(args.n_points, generator).to(device)
 
     # Two roads to x_t: T small steps of q(x_t | x_{t-1}), or one jump with q(x_t | x0).
     chain = [x0]
     for t in range(1, T + 1):
-        chain.append(common.sample_gaussian(*common.q_step(chain[-1], t, beta), generator))
-    jump = [x0] + [common.sample_gaussian(*common.q_closed_form(x0, t, alpha_bar), generator)
+        chain.append(common.sample_gaussian(*common.q_step(chain[-1], t, schedule), generator))
+    jump = [x0] + [common.sample_gaussian(*common.q_closed_form(x0, t, schedule), generator)
                    for t in range(1, T + 1)]
 
     # Theory for the closed form (README eq. for q(x_t | x0)), with the sample's own x0 moments:
@@ -86,11 +86,11 @@ def main():
     shown = [0, T // 2, T]
     fig, axes = plt.subplots(2, 3, figsize=(10, 6.8))
     for col, t in enumerate(shown):
-        common.plot_points(axes[0, col], chain[t], f"chain, t = {t}")
-        common.plot_points(axes[1, col], jump[t], f"closed form, t = {t}")
+        plumbing.plot_points(axes[0, col], chain[t], f"chain, t = {t}")
+        plumbing.plot_points(axes[1, col], jump[t], f"closed form, t = {t}")
     fig.suptitle("q(x_t | x_{t-1}) applied t times (top) and q(x_t | x_0) in one jump (bottom)")
     fig.tight_layout()
-    common.save_figure(fig, args.images / "01_chain_vs_closed_form.png")
+    plumbing.save_figure(fig, args.images / "01_chain_vs_closed_form.png")
 
     # Figure: the schedule.
     steps = torch.arange(1, T + 1)
@@ -102,22 +102,12 @@ def main():
     right.set(xlabel="t", title="what is left of x0 after t steps")
     right.legend()
     fig.tight_layout()
-    common.save_figure(fig, args.images / "01_schedule.png")
+    plumbing.save_figure(fig, args.images / "01_schedule.png")
 
-    # Animation: the chain, one frame per step (one scatter whose points move: fast to draw).
-    fig, ax = plt.subplots(figsize=(4, 4))
-    common.plot_points(ax, chain[0][:GIF_POINTS], "forward process, t = 0")
-    ax.set(xticks=[], yticks=[])  # tick labels are most of the drawing time of a frame
-    dots = ax.collections[0]
-
-    def draw(t):
-        dots.set_offsets(chain[t][:GIF_POINTS].cpu().numpy())
-        ax.set_title(f"forward process, t = {t}")
-
-    animation = FuncAnimation(fig, draw, frames=T + 1)
-    common.replace_atomically(args.images / "01_forward_process.gif",
-                              lambda temporary: animation.save(temporary, writer=PillowWriter(fps=8), dpi=60))
-    plt.close(fig)
+    # Animation: the chain, one frame per step.
+    plumbing.save_points_gif(args.images / "01_forward_process.gif",
+                             [x_t[:GIF_POINTS] for x_t in chain],
+                             [f"forward process, t = {t}" for t in range(T + 1)])
     print(f"figures written to {args.images}/: 01_chain_vs_closed_form.png, 01_schedule.png, "
           f"01_forward_process.gif")
 

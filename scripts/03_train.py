@@ -8,7 +8,8 @@ then measures K on a held-out set with every t summed exactly, and prints it nex
 Table 1 and next to the ceiling set by beta_1.
 
 Writes outputs/model.pt (atomically) and images/03_training_curve.png.
-Ctrl-C saves the last completed state; --resume continues from it.
+Ctrl-C saves the last completed state; --resume continues from it, drawing the same data a run
+that never stopped would have drawn.
 """
 import argparse
 import math
@@ -22,23 +23,26 @@ import torch
 from tqdm import tqdm
 
 import common
+import plumbing
+import roll
+from model import COVARIANCES, ReverseModel
 
 ITERS = 1000              # default training length: about a minute on a 2-core CPU (README, chapter 3)
 BATCH_SIZE = 4096         # (x0, t) pairs per iteration
 LR = 3e-3                 # Adam's peak step size: a short warm-up to it, then a cosine decay to 0
 WARMUP = 0.02             # fraction of --iters spent warming up
-N_HELDOUT = 20_000        # held-out points for the final K; its standard error is printed
 LOG_EVERY = 50            # iterations between points of the training curve
-PAPER_K_BITS = 2.35       # Table 1 of the paper, Swiss roll: K and K - L_null, bits
-PAPER_K_MINUS_NULL_BITS = 6.45
+RESUMED_SETTINGS = ("iters", "lr", "batch_size", "covariance")  # a resume must match the run
 
 
 def learning_rate(i, iters, peak):
-    """Linear warm-up over the first WARMUP of the run, then a cosine decay from peak to 0."""
-    progress = i / iters
-    if progress < WARMUP:
-        return peak * progress / WARMUP
-    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
+    """The step size of iteration i = 0..iters-1: a linear warm-up over the first WARMUP of the
+    run, from peak / warm-up length (never 0: every iteration moves the weights) up to peak,
+    then a cosine decay from peak towards 0."""
+    warmup = max(1, round(WARMUP * iters))
+    if i < warmup:
+        return peak * (i + 1) / warmup
+    return peak * 0.5 * (1.0 + math.cos(math.pi * (i - warmup) / (iters - warmup)))
 
 
 def resume_command(parser, args):
@@ -52,19 +56,22 @@ def resume_command(parser, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--iters", type=common.positive_int, default=ITERS,
+    parser.add_argument("--iters", type=plumbing.positive_int, default=ITERS,
                         help="training iterations (default: %(default)s)")
-    parser.add_argument("--batch-size", type=common.positive_int, default=BATCH_SIZE,
+    parser.add_argument("--batch-size", type=plumbing.positive_int, default=BATCH_SIZE,
                         help="roll points per iteration (default: %(default)s)")
-    parser.add_argument("--lr", type=common.positive_float, default=LR,
+    parser.add_argument("--lr", type=plumbing.positive_float, default=LR,
                         help="peak Adam learning rate (default: %(default)s)")
-    parser.add_argument("--checkpoint", type=pathlib.Path, default=common.DEFAULT_CHECKPOINT,
+    parser.add_argument("--covariance", choices=COVARIANCES[:2], default="full",
+                        help="the reverse steps' covariance: a full 2x2 matrix, or diagonal as in "
+                             "the paper (default: %(default)s)")
+    parser.add_argument("--checkpoint", type=pathlib.Path, default=plumbing.DEFAULT_CHECKPOINT,
                         help="where to save the model (default: outputs/model.pt)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from --checkpoint instead of starting afresh")
-    common.add_standard_args(parser)
-    args, device, generator = common.parse_and_prepare(parser)
-    common.output_file_or_exit(parser, args.checkpoint, "the checkpoint")
+    plumbing.add_standard_args(parser)
+    args, device, generator = plumbing.parse_and_prepare(parser)
+    plumbing.output_file_or_exit(parser, args.checkpoint, "the checkpoint")
     # Products of tiny numbers (beta_1 = 1e-5, squared, times small gradients) can reach denormal
     # floats, which CPUs handle slowly; flushing them to zero measured about 6% faster here,
     # with the same K to every printed digit.
@@ -74,25 +81,31 @@ def main():
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what cuda needs for them
     torch.use_deterministic_algorithms(True, warn_only=True)
 
-    beta = common.make_beta()
-    alpha_bar = common.alpha_bar_from_beta(beta)
-    T = common.T
-    model = common.ReverseModel().to(device)
+    schedule = common.make_schedule()
+    T = schedule.T
+    model = ReverseModel(covariance=args.covariance).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     start = 0
     if args.resume:
         try:
-            model, _, checkpoint = common.load_checkpoint(args.checkpoint, device)
-        except common.CheckpointError as error:
+            model, _, checkpoint = plumbing.load_checkpoint(args.checkpoint, device)
+        except plumbing.CheckpointError as error:
             parser.exit(1, f"error: cannot resume: {error}\n")
+        # A resumed run must be the run that stopped: the same length, step size, batch and model.
+        for name in RESUMED_SETTINGS:
+            if checkpoint["args"].get(name) != getattr(args, name):
+                option = "--" + name.replace("_", "-")
+                parser.exit(1, f"error: cannot resume: {args.checkpoint} was trained with {option} "
+                               f"{checkpoint['args'].get(name)}, not {getattr(args, name)}; resume with "
+                               f"{option} {checkpoint['args'].get(name)}, or start afresh without --resume\n")
         model.train()
         optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-        if checkpoint["optimizer_state"] is not None:
-            optimizer.load_state_dict(checkpoint["optimizer_state"])
+        optimizer.load_state_dict(checkpoint["optimizer_state"])
+        generator.set_state(checkpoint["generator_state"])
         start = checkpoint["iteration"]
         print(f"resuming from {args.checkpoint} at iteration {start}")
-    reverse = common.reverse_of(model, beta, alpha_bar)
-    entropy = common.entropy_terms(beta, alpha_bar)
+    reverse = common.reverse_of(model, schedule)
+    entropy = common.entropy_part(schedule)
 
     # Ctrl-C only raises a flag: the iteration under way finishes, so what is saved is a
     # completed state, never weights caught half-way through an optimizer step.
@@ -106,9 +119,9 @@ def main():
     for i in bar:
         if interrupted:
             break
-        x0 = common.swiss_roll(args.batch_size, generator).to(device)
+        x0 = roll.swiss_roll(args.batch_size, generator).to(device)
         t = torch.randint(2, T + 1, (args.batch_size,), generator=generator).to(device)
-        kl = common.kl_terms(reverse, x0, t, beta, alpha_bar, generator)
+        kl = common.kl_one_step(reverse, x0, t, schedule, generator)
         loss = (T - 1) * kl.mean() - entropy
         if not torch.isfinite(loss):
             bar.close()
@@ -126,29 +139,27 @@ def main():
             bar.set_postfix(K_bits=f"{common.nats_to_bits(sum(curve[-LOG_EVERY:]) / LOG_EVERY):.2f}")
     bar.close()
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops the rest at once
+    state = {"optimizer_state": optimizer.state_dict(), "generator_state": generator.get_state()}
     if interrupted:
-        common.save_checkpoint(args.checkpoint, model, beta, args, done, optimizer)
+        plumbing.save_checkpoint(args.checkpoint, model, schedule, args, done, **state)
         print(f"interrupted: saved the state after iteration {done} of {args.iters} to "
               f"{args.checkpoint}; continue with: {resume_command(parser, args)}")
         raise SystemExit(130)
     seconds = time.perf_counter() - began
-    common.save_checkpoint(args.checkpoint, model, beta, args, done, optimizer)
+    plumbing.save_checkpoint(args.checkpoint, model, schedule, args, done, **state)
 
     # Held-out K: fresh points from their own seed, every t summed exactly (not sampled).
     model.eval()
-    x0 = common.heldout_roll(N_HELDOUT).to(device)
-    kl = common.bound_per_step(reverse, x0, beta, alpha_bar, torch.Generator().manual_seed(args.seed))
-    K = common.bound_K(kl, beta, alpha_bar)
-    K_bits = common.nats_to_bits(K.mean().item())
-    stderr_bits = common.nats_to_bits(K.std().item() / math.sqrt(N_HELDOUT))
+    K_bits, stderr_bits = roll.mean_and_se_bits(roll.heldout_K(reverse, schedule, seed=args.seed, device=device))
     null_bits = common.nats_to_bits(common.null_log_likelihood())
-    ceiling_bits = common.nats_to_bits(common.ceiling(float(beta[1])))
-    ceiling_of_K_bits = common.nats_to_bits(common.ceiling_of_K(float(beta[1])))
+    beta_1 = float(schedule.beta[1])
+    ceiling_bits = common.nats_to_bits(roll.log_likelihood_ceiling(beta_1))
+    ceiling_of_K_bits = common.nats_to_bits(roll.K_ceiling(beta_1))
     print(f"trained {done - start} iterations in {seconds:.1f} s ({(done - start) / seconds:.1f} it/s) on {device}")
     print(f"K = {K_bits:.3f} bits  (K - L_null = {K_bits - null_bits:.3f} bits; "
-          f"paper Table 1: {PAPER_K_BITS} / {PAPER_K_MINUS_NULL_BITS})")
-    print(f"  held-out: {N_HELDOUT} points, every t from 2 to {T}; standard error {stderr_bits:.3f} bits")
-    print(f"  ceiling for beta_1 = {float(beta[1]):.0e}: no model's log-likelihood passes "
+          f"paper Table 1: {roll.PAPER_K_BITS} / {roll.PAPER_K_MINUS_NULL_BITS})")
+    print(f"  held-out: {roll.N_HELDOUT} points, every t from 2 to {T}; standard error {stderr_bits:.3f} bits")
+    print(f"  ceiling for beta_1 = {beta_1:.0e}: no model's log-likelihood passes "
           f"{ceiling_bits:.3f} bits, and K, whose last step is fixed, no more than {ceiling_of_K_bits:.3f} bits")
     print(f"checkpoint written to {args.checkpoint}")
 
@@ -159,13 +170,13 @@ def main():
         fig, ax = plt.subplots(figsize=(7, 4))
         ax.plot(iteration, common.nats_to_bits(smooth), label="training batches (mean of each block)")
         ax.axhline(K_bits, color="tab:green", ls="--", label=f"held-out K = {K_bits:.2f} bits")
-        ax.axhline(PAPER_K_BITS, color="tab:red", ls=":", label=f"paper, Table 1: {PAPER_K_BITS} bits")
+        ax.axhline(roll.PAPER_K_BITS, color="tab:red", ls=":", label=f"paper, Table 1: {roll.PAPER_K_BITS} bits")
         ax.axhline(ceiling_of_K_bits, color="gray", ls="-.", label=f"ceiling of K for beta_1: {ceiling_of_K_bits:.2f} bits")
         ax.set(xlabel="iteration", ylabel="K (bits per point)", ylim=(-4.0, ceiling_of_K_bits + 0.5),
                title="the bound K while training")
         ax.legend(loc="lower right")
         fig.tight_layout()
-        common.save_figure(fig, args.images / "03_training_curve.png")
+        plumbing.save_figure(fig, args.images / "03_training_curve.png")
         print(f"figure written to {args.images}/03_training_curve.png")
 
 

@@ -3,9 +3,10 @@
 Runs scripts/03_train.py with its defaults (or the --iters given) as a separate process, as a
 reader would, and reads what it prints: wall seconds of the whole run, iterations per second,
 held-out K and K - L_null in bits. It then puts the result next to the paper's Table 1, the
-ceilings for beta_1, and the yardstick no network can beat with this schedule: the
-Bayes-optimal Gaussian reverse process (common.bayes_optimal_reverse), evaluated on held-out
-points. A benchmark, not a test: it asserts nothing. The checkpoint goes to
+ceilings for beta_1, and the yardsticks no network of each class can beat with this schedule:
+the Bayes-optimal Gaussian reverse process with diagonal and with full covariance
+(roll.bayes_optimal_reverse), evaluated on the same held-out points and the same noise as the
+trained model, so that each difference is paired. A benchmark, not a test: it asserts nothing. The checkpoint goes to
 outputs/benchmark.pt and the figure to a temporary folder, so the walkthrough's files stay
 untouched.
 
@@ -23,16 +24,18 @@ import time
 import torch
 
 import common
+import plumbing
+import roll
 
-N_YARDSTICK = 1000   # held-out points for the Bayes-optimal K (about 30 s; standard error ~0.06 bits)
+N_YARDSTICK = 5000   # held-out points for the Bayes-optimal K (about a minute per class)
 K_LINE = re.compile(r"^K = (-?[\d.]+) bits  \(K - L_null = (-?[\d.]+) bits")
 SPEED_LINE = re.compile(r"^trained (\d+) iterations in ([\d.]+) s \(([\d.]+) it/s\) on (\S+)")
 
 
 def train(iters, seed, device):
     """Run 03_train.py once; returns (wall seconds, its printed numbers)."""
-    command = [sys.executable, str(common.ROOT / "scripts" / "03_train.py"), "--seed", str(seed),
-               "--device", device, "--checkpoint", str(common.OUTPUTS / "benchmark.pt")]
+    command = [sys.executable, str(plumbing.ROOT / "scripts" / "03_train.py"), "--seed", str(seed),
+               "--device", device, "--checkpoint", str(plumbing.OUTPUTS / "benchmark.pt")]
     if iters is not None:
         command += ["--iters", str(iters)]
     with tempfile.TemporaryDirectory() as images:
@@ -53,15 +56,15 @@ def train(iters, seed, device):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--iters", type=common.positive_int, nargs="+", default=[None],
+    parser.add_argument("--iters", type=plumbing.positive_int, nargs="+", default=[None],
                         help="training lengths to run (default: 03_train.py's own default)")
-    parser.add_argument("--seed", type=common.seed_int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--seed", type=plumbing.seed_int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="as for 03_train.py (default: auto)")
-    parser.add_argument("--yardstick-points", type=int, default=N_YARDSTICK,
+    parser.add_argument("--yardstick-points", type=plumbing.whole_number(0, roll.N_HELDOUT), default=N_YARDSTICK,
                         help="held-out points for the Bayes-optimal K; 0 skips it (default: %(default)s)")
     args = parser.parse_args()
-    common.device_or_exit(parser, args.device)
-    common.writable_dir_or_exit(parser, common.OUTPUTS, "the benchmark checkpoint")
+    plumbing.device_or_exit(parser, args.device)
+    plumbing.writable_dir_or_exit(parser, plumbing.OUTPUTS, "the benchmark checkpoint")
 
     print(f"machine: {torch.get_num_threads()} torch threads, torch {torch.__version__}")
     print(f"{'iters':>6} {'wall s':>7} {'train s':>8} {'it/s':>6} {'K bits':>7} {'K - L_null':>10}")
@@ -71,30 +74,26 @@ def main():
               f"{numbers['K']:>7.3f} {numbers['K_minus_null']:>10.3f}", flush=True)
 
     null = common.nats_to_bits(common.null_log_likelihood())
-    print("paper, Table 1:                    K = 2.35 bits, K - L_null = 6.45 bits")
-    ceiling_of_K = common.nats_to_bits(common.ceiling_of_K())
-    print(f"ceiling of K for beta_1 = {common.BETA_1:.0e}:      K = {ceiling_of_K:.3f} bits, "
-          f"K - L_null = {ceiling_of_K - null:.3f} bits")
-    ceiling = common.nats_to_bits(common.ceiling())
-    print(f"ceiling of the log-likelihood:     {ceiling:.3f} bits")
+    print(f"paper, Table 1:                    K = {roll.PAPER_K_BITS} bits, K - L_null = {roll.PAPER_K_MINUS_NULL_BITS} bits")
+    K_ceiling = common.nats_to_bits(roll.K_ceiling())
+    print(f"ceiling of K for beta_1 = {common.BETA_1:.0e}:      K = {K_ceiling:.3f} bits, "
+          f"K - L_null = {K_ceiling - null:.3f} bits")
+    print(f"ceiling of the log-likelihood:     {common.nats_to_bits(roll.log_likelihood_ceiling()):.3f} bits")
     if args.yardstick_points > 0:
-        # The same points and the same noise for the yardstick and for the last trained model,
-        # so their difference is measured far more precisely than either K alone.
-        beta = common.make_beta()
-        alpha_bar = common.alpha_bar_from_beta(beta)
-        x0 = common.heldout_roll(args.yardstick_points).double()
-        model, _, _ = common.load_checkpoint(common.OUTPUTS / "benchmark.pt")
-        model.double()
-        K = {}
-        for name, reverse in [("Bayes-optimal", common.bayes_optimal_reverse(beta, alpha_bar)),
-                              ("trained", common.reverse_of(model, beta, alpha_bar))]:
-            kl = common.bound_per_step(reverse, x0, beta, alpha_bar, torch.Generator().manual_seed(args.seed))
-            K[name] = common.nats_to_bits(common.bound_K(kl, beta, alpha_bar))
+        # The same points and the same noise for the yardsticks and for the last trained model,
+        # so their differences are measured far more precisely than any K alone.
         n = args.yardstick_points
-        gap = K["Bayes-optimal"] - K["trained"]
-        print(f"Bayes-optimal Gaussian reverse process, this schedule ({n} held-out points): "
-              f"K = {K['Bayes-optimal'].mean():.3f} +- {K['Bayes-optimal'].std() / math.sqrt(n):.3f} bits, "
-              f"{gap.mean():.3f} +- {gap.std() / math.sqrt(n):.3f} bits above the last trained model")
+        model, schedule, _ = plumbing.load_checkpoint(plumbing.OUTPUTS / "benchmark.pt")
+        trained = roll.heldout_K(common.reverse_of(model.double(), schedule), schedule, n, args.seed)
+        print(f"trained ({model.config['covariance']}): K = {roll.mean_and_se_bits(trained)[0]:.3f} bits "
+              f"on {n} held-out points")
+        for covariance in ("diagonal", "full"):
+            oracle = roll.heldout_K(roll.bayes_optimal_reverse(schedule, covariance), schedule, n, args.seed)
+            K, se = roll.mean_and_se_bits(oracle)
+            gap, gap_se = roll.mean_and_se_bits(oracle - trained)
+            print(f"oracle {covariance}: K = {K:.3f} bits  (se {se:.3f}); {gap:+.3f} bits (se {gap_se:.3f}) "
+                  f"from the trained model, paired", flush=True)
+
 
 if __name__ == "__main__":
     main()

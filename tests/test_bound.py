@@ -7,6 +7,8 @@ import pytest
 import torch
 
 import common
+import roll
+from model import ReverseModel
 
 D = common.D
 
@@ -15,17 +17,8 @@ def gen(seed):
     return torch.Generator().manual_seed(seed)
 
 
-def curve_grid(m):
-    """m roll points at equal steps in angle (midpoints), standardised by hand."""
-    lo, hi = common.ROLL_ANGLE
-    a = lo + (hi - lo) * (torch.arange(m, dtype=torch.float64) + 0.5) / m
-    return torch.stack([(a * torch.cos(a) - common.ROLL_MEAN[0]) / common.ROLL_STD[0],
-                        (a * torch.sin(a) - common.ROLL_MEAN[1]) / common.ROLL_STD[1]], dim=-1)
-
-
 def schedule(beta_1=common.BETA_1):
-    beta = common.make_beta(beta_1=beta_1)
-    return beta, common.alpha_bar_from_beta(beta)
+    return common.make_schedule(beta_1=beta_1)
 
 
 # --- the ceiling ------------------------------------------------------------------------------
@@ -40,14 +33,14 @@ def test_ceiling_matches_monte_carlo_of_blurred_roll():
     ceiling instead uses the arc-length density and the speed of the curve. Tolerance 0.02 nats:
     about 4 Monte Carlo SE (0.005) plus the ends and curvature of the roll (< 0.005)."""
     beta_1, m = 1e-3, 4000
-    x0 = common.heldout_roll(4000).double()
-    grid = curve_grid(m)
+    x0 = roll.heldout_roll(4000).double()
+    _, grid = roll.curve_grid(m)
     log_p = torch.cat([
         torch.logsumexp(-torch.cdist(chunk, grid) ** 2 / (2 * beta_1), dim=1)
         - math.log(m) - (D / 2) * math.log(2 * math.pi * beta_1)
         for chunk in x0.split(500)])
     mc, se = log_p.mean().item(), log_p.std().item() / math.sqrt(len(log_p))
-    got = common.ceiling(beta_1)
+    got = roll.log_likelihood_ceiling(beta_1)
     assert se < 0.006, f"Monte Carlo SE {se:.4f} too large for a 0.02 nats test"
     assert abs(got - mc) < 0.02, (f"ceiling({beta_1}) = {got:.4f} nats, Monte Carlo E[log p_blur] = "
                                   f"{mc:.4f} +- {se:.4f} (tolerance 0.02 nats)")
@@ -56,11 +49,11 @@ def test_ceiling_matches_monte_carlo_of_blurred_roll():
 def test_ceiling_depends_on_beta_1_as_half_log():
     """Only the across-curve Gaussian depends on beta_1: ceiling(1e-5) - ceiling(1e-3) =
     1/2 log(1e-3 / 1e-5). Prints the default ceiling in bits (about 3.32)."""
-    diff = common.ceiling(1e-5) - common.ceiling(1e-3)
+    diff = roll.log_likelihood_ceiling(1e-5) - roll.log_likelihood_ceiling(1e-3)
     want = 0.5 * math.log(1e-3 / 1e-5)
     assert abs(diff - want) < 1e-9, f"ceiling(1e-5) - ceiling(1e-3) = {diff:.12f}, expected {want:.12f}"
-    bits = common.nats_to_bits(common.ceiling())
-    print(f"ceiling(beta_1 = {common.BETA_1}) = {common.ceiling():.4f} nats = {bits:.4f} bits per point")
+    bits = common.nats_to_bits(roll.log_likelihood_ceiling())
+    print(f"ceiling(beta_1 = {common.BETA_1}) = {roll.log_likelihood_ceiling():.4f} nats = {bits:.4f} bits per point")
     assert 3.0 < bits < 3.6, f"ceiling {bits:.3f} bits, expected about 3.32"
 
 
@@ -80,26 +73,27 @@ def oracle(beta, mean_scale=1.0, var_scale=1.0):
     """The true reverse kernel of standard-normal data, optionally perturbed."""
     def reverse(x_t, t):
         b = beta[torch.as_tensor(t)].reshape(-1, 1).to(x_t)   # beta_t per point (or one for an int t)
-        return mean_scale * torch.sqrt(1.0 - b) * x_t, var_scale * b * torch.ones_like(x_t)
+        eye = torch.eye(D, dtype=x_t.dtype).expand(x_t.shape[0], D, D)
+        return mean_scale * torch.sqrt(1.0 - b) * x_t, var_scale * b.unsqueeze(-1) * eye
     return reverse
 
 
 def oracle_K(n, seed, **perturbation):
-    beta, alpha_bar = schedule()
+    s = schedule()
     x0 = torch.randn(n, D, generator=gen(seed), dtype=torch.float64)
-    kl = common.bound_per_step(oracle(beta, **perturbation), x0, beta, alpha_bar, gen(seed + 1))
-    return kl, common.bound_K(kl, beta, alpha_bar)
+    kl = common.kl_all_steps(oracle(s.beta, **perturbation), x0, s, gen(seed + 1))
+    return kl, common.bound_K(kl, s)
 
 
 def test_oracle_reverse_attains_null_likelihood():
     """With the exact reverse kernel of N(0, I) data, mean K = L_null = -(d/2) log(2 pi e)
     within 4 Monte Carlo SE, and the oracle's t = 1 kernel is common's fixed last step."""
-    beta, alpha_bar = schedule()
+    s = schedule()
     x1 = torch.randn(8, D, generator=gen(2), dtype=torch.float64)
-    model = common.ReverseModel().double()   # the network is ignored at t = 1
+    model = ReverseModel().double()   # the network is ignored at t = 1
     with torch.no_grad():
-        fixed_mean, fixed_var = common.p_reverse(model, x1, 1, beta, alpha_bar)
-    o_mean, o_var = oracle(beta)(x1, torch.ones(8, dtype=torch.long))
+        fixed_mean, fixed_var = common.p_reverse(model, x1, 1, s)
+    o_mean, o_var = oracle(s.beta)(x1, torch.ones(8, dtype=torch.long))
     assert (torch.allclose(fixed_mean, o_mean, rtol=1e-12, atol=0)
             and torch.allclose(fixed_var, o_var, rtol=1e-12, atol=0)), (
         f"p(x0|x1): common's fixed kernel mean {fixed_mean[0].tolist()} var {fixed_var[0].tolist()}, "
@@ -123,7 +117,7 @@ def test_oracle_kl_per_step_is_conditional_mutual_information():
     the last step's share is only ~0.003 nats."""
     n = 20_000
     kl, _ = oracle_K(n, seed=40)
-    beta, _ = schedule()
+    beta = schedule().beta
     abar = [1.0]
     for b in beta[1:].tolist():
         abar.append(abar[-1] * (1.0 - b))
@@ -153,29 +147,29 @@ def test_entropy_terms_match_hand_computation():
     """entropy_terms = H_q(X_T|X_0) - H_q(X_1|X_0) - H_p(X_T), written out with math.log:
     d/2 log(2 pi e (1 - abar_T)) - d/2 log(2 pi e beta_1) - d/2 log(2 pi e), abar_T by a loop."""
     for beta_1 in (common.BETA_1, 1e-3):
-        beta, alpha_bar = schedule(beta_1)
+        s = schedule(beta_1)
         abar_T = 1.0
-        for b in beta[1:].tolist():
+        for b in s.beta[1:].tolist():
             abar_T *= 1.0 - b
         two_pi_e = 2 * math.pi * math.e
         want = (D / 2) * (math.log(two_pi_e * (1 - abar_T)) - math.log(two_pi_e * beta_1) - math.log(two_pi_e))
-        got = float(common.entropy_terms(beta, alpha_bar))
+        got = float(common.entropy_part(s))
         assert abs(got - want) < 1e-10, f"beta_1={beta_1}: entropy_terms {got:.12f}, by hand {want:.12f}"
 
 
 def test_bound_K_is_entropy_terms_minus_summed_kl():
     """bound_K(kl) = entropy_terms - sum over columns of kl, point by point."""
-    beta, alpha_bar = schedule()
+    s = schedule()
     kl = torch.rand(50, common.T + 1, generator=gen(4), dtype=torch.float64) * 3
     kl[:, :2] = 0
-    got = common.bound_K(kl, beta, alpha_bar)
-    want = float(common.entropy_terms(beta, alpha_bar)) - kl.sum(dim=1)
+    got = common.bound_K(kl, s)
+    want = float(common.entropy_part(s)) - kl.sum(dim=1)
     assert got.shape == (50,), f"bound_K shape {tuple(got.shape)}, expected one K per point (50,)"
     err = (got - want).abs().max().item()
     assert err < 1e-10, f"bound_K max deviation {err:.3g} from entropy_terms - sum(kl) (tolerance 1e-10)"
-    zero = common.bound_K(torch.zeros(3, common.T + 1, dtype=torch.float64), beta, alpha_bar)
-    assert torch.allclose(zero, torch.full((3,), float(common.entropy_terms(beta, alpha_bar)), dtype=zero.dtype)), (
-        f"K with all KL = 0 is {zero.tolist()}, expected entropy_terms {float(common.entropy_terms(beta, alpha_bar))}")
+    zero = common.bound_K(torch.zeros(3, common.T + 1, dtype=torch.float64), s)
+    assert torch.allclose(zero, torch.full((3,), float(common.entropy_part(s)), dtype=zero.dtype)), (
+        f"K with all KL = 0 is {zero.tolist()}, expected entropy_part {float(common.entropy_part(s))}")
 
 
 # --- K stays below the ceiling ------------------------------------------------------------------
@@ -184,33 +178,33 @@ def test_untrained_model_K_is_below_ceiling():
     """An untrained ReverseModel scores K < ceiling on held-out points; its KL terms are >= 0
     and the columns t = 0, 1 (no KL) are zero."""
     torch.manual_seed(0)
-    model = common.ReverseModel().eval()
-    beta, alpha_bar = schedule()
-    x0 = common.heldout_roll(500)
-    kl = common.bound_per_step(common.reverse_of(model, beta, alpha_bar), x0, beta, alpha_bar, gen(5))
+    model = ReverseModel().eval()
+    s = schedule()
+    x0 = roll.heldout_roll(500)
+    kl = common.kl_all_steps(common.reverse_of(model, s), x0, s, gen(5))
     assert (kl[:, :2] == 0).all(), f"columns t=0,1 should be zero, max {kl[:, :2].abs().max().item()}"
     assert (kl[:, 2:] >= 0).all(), f"negative KL {kl.min().item():.3g}"
-    K = common.bound_K(kl, beta, alpha_bar)
+    K = common.bound_K(kl, s)
     mean, se = K.mean().item(), K.std().item() / math.sqrt(len(K))
-    ceiling = common.ceiling()
+    ceiling = roll.log_likelihood_ceiling()
     assert mean + 4 * se < ceiling, f"untrained K = {mean:.3f} +- {se:.3f} nats, ceiling {ceiling:.3f}"
 
 
 def test_bayes_optimal_reverse_K_is_below_ceiling_of_K():
     """The best Gaussian reverse process (brute-force Bayes over the curve,
-    common.bayes_optimal_reverse) stays below ceiling_of_K, and comes close to it, at
+    roll.bayes_optimal_reverse) stays below ceiling_of_K, and comes close to it, at
     beta_1 = 1e-3 where a 2500-point grid resolves the first steps. Two independent routes: a
     sum of 39 KL terms of posterior moments over grid points, against the arc-length integral.
     The gap left is the price of 39 finite Gaussian steps (about 0.2 nats here)."""
     beta_1 = 1e-3
-    beta, alpha_bar = schedule(beta_1)
-    x0 = common.heldout_roll(500).double()
-    reverse = common.bayes_optimal_reverse(beta, alpha_bar, n_curve=2500)
-    kl = common.bound_per_step(reverse, x0, beta, alpha_bar, gen(6))
-    K = common.bound_K(kl, beta, alpha_bar)
+    s = schedule(beta_1)
+    x0 = roll.heldout_roll(500).double()
+    reverse = roll.bayes_optimal_reverse(s, n_curve=2500)
+    kl = common.kl_all_steps(reverse, x0, s, gen(6))
+    K = common.bound_K(kl, s)
     mean, se = K.mean().item(), K.std().item() / math.sqrt(len(K))
-    best = common.ceiling_of_K(beta_1)
+    best = roll.K_ceiling(beta_1)
     print(f"beta_1 = {beta_1}: Bayes-optimal Gaussian K = {mean:.3f} +- {se:.3f} nats, "
-          f"ceiling of K {best:.3f}, ceiling {common.ceiling(beta_1):.3f}")
+          f"ceiling of K {best:.3f}, ceiling {roll.log_likelihood_ceiling(beta_1):.3f}")
     assert mean - 4 * se < best, f"Bayes-optimal K = {mean:.3f} +- {se:.3f} nats exceeds the ceiling of K {best:.3f} by > 4 SE"
     assert mean > best - 0.5, f"Bayes-optimal K = {mean:.3f} +- {se:.3f} nats is far below the ceiling of K {best:.3f}"

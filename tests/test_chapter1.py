@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 import common
+import roll
 from conftest import start_script
 
 SCRIPT = "01_forward_process.py"
@@ -69,13 +70,13 @@ def test_chapter1_runs_and_writes_its_figures(runs):
 def test_chapter1_table_follows_the_theory(runs):
     """The table has a row for t = 1 and every 5th t, and its theory columns are the closed form's
     moments: Cov[x_t, x0] = sqrt(abar_t) v0 and Var[x_t] = abar_t v0 + 1 - abar_t, with v0 read
-    from the t = 1 row and abar_t from a Python loop over make_beta (3-decimal rounding allowed)."""
+    from the t = 1 row and abar_t from a Python loop over make_schedule (3-decimal rounding allowed)."""
     result, _ = finished(runs, "first")
     rows = table(result.stdout)
     want = [1] + list(range(5, common.T + 1, 5))
     assert sorted(rows) == want, f"table rows for t = {sorted(rows)}, expected {want}\nstdout:\n{result.stdout}"
     abar, running = [1.0], 1.0
-    for b in common.make_beta()[1:].tolist():
+    for b in common.make_schedule().beta[1:].tolist():
         running *= 1 - b
         abar.append(running)
     v0 = rows[1][8] / math.sqrt(abar[1])
@@ -117,7 +118,7 @@ def test_chapter1_moment_terms_average_to_sample_moments(load_script):
     cov (bias=True, i.e. divided by n like the script's averages)."""
     chapter1 = load_script(SCRIPT)
     g = torch.Generator().manual_seed(9)
-    x0 = common.swiss_roll(500, g).double()
+    x0 = roll.swiss_roll(500, g).double()
     x_t = 0.8 * x0 + 0.6 * torch.randn(500, 2, generator=g, dtype=torch.float64)
     got = chapter1.moment_terms(x_t, x0).mean(0).tolist()
     a, b = x_t.numpy(), x0.numpy()

@@ -9,11 +9,13 @@ import pytest
 import torch
 
 import common
+import plumbing
+import roll
 
 N_SE = 5.0  # statistical tolerance, in standard errors
 
-BETA = common.make_beta()
-ALPHA_BAR = common.alpha_bar_from_beta(BETA)
+SCHEDULE = common.make_schedule()
+BETA, ALPHA_BAR = SCHEDULE
 T = common.T
 
 
@@ -31,6 +33,18 @@ def alpha_bar_by_loop(beta):
 
 
 ABAR = alpha_bar_by_loop(BETA)   # Python floats, float64
+
+
+def diagonal(cov):
+    """The per-coordinate variances of covariances (n, D, D): shape (n, D)."""
+    return torch.diagonal(cov, dim1=-2, dim2=-1)
+
+
+def assert_isotropic(cov, label):
+    """cov is var * I: its off-diagonal entries are zero and its diagonal entries equal."""
+    off = (cov[..., 0, 1].abs().max().item(), cov[..., 1, 0].abs().max().item())
+    assert max(off) == 0.0, f"{label}: off-diagonal covariance {off}, expected 0"
+    assert torch.equal(cov[..., 0, 0], cov[..., 1, 1]), f"{label}: unequal variances along the two axes"
 
 
 def worst_gap(rows):
@@ -55,12 +69,14 @@ def test_closed_form_matches_chain():
     are conditional on the fixed x0 sample, so even t = 1 (noise std 3e-3) is tested sharply."""
     n = 20_000
     g = gen(11)
-    x0 = common.swiss_roll(n, g).double()
+    x0 = roll.swiss_roll(n, g).double()
     x = x0
     rows = []
     for t in range(1, T + 1):
-        x = common.sample_gaussian(*common.q_step(x, t, BETA), g)
-        m, v = common.q_closed_form(x0, t, ALPHA_BAR)   # per point mean and variance
+        x = common.sample_gaussian(*common.q_step(x, t, SCHEDULE), g)
+        m, cov = common.q_closed_form(x0, t, SCHEDULE)   # per point mean and covariance
+        assert_isotropic(cov, f"q_closed_form at t={t}")
+        v = diagonal(cov)
         # mean: E[mean of x_t] = mean of m; its variance given x0 is sum(v) / n^2
         se_mean = (v.sum(0).sqrt() / n)
         # variance: x_t = m + r, Var_s(x_t) = Var_s(m) + 2 Cov_s(m, r) + Var_s(r)
@@ -92,7 +108,7 @@ def test_q_posterior_is_product_of_gaussians(t):
     alpha_t / beta_t centred at x_t / sqrt(alpha_t): precisions add, means are precision-weighted.
     No coefficient of the closed form (DDPM eq. 7) appears here."""
     g = gen(t)
-    x0 = common.swiss_roll(64, g).double()
+    x0 = roll.swiss_roll(64, g).double()
     x_t = torch.randn(64, 2, generator=g, dtype=torch.float64) * 1.3
     beta_t, alpha_t = float(BETA[t]), 1.0 - float(BETA[t])
     prior_mean, prior_var = math.sqrt(ABAR[t - 1]) * x0, 1.0 - ABAR[t - 1]
@@ -100,7 +116,9 @@ def test_q_posterior_is_product_of_gaussians(t):
     want_var = 1.0 / precision
     want_mean = want_var * (prior_mean / prior_var + alpha_t / beta_t * (x_t / math.sqrt(alpha_t)))
     for steps in (t, torch.full((64,), t)):   # a single int t and a tensor of t's
-        mean, var = common.q_posterior(x0, x_t, steps, BETA, ALPHA_BAR)
+        mean, cov = common.q_posterior(x0, x_t, steps, SCHEDULE)
+        assert_isotropic(cov, f"q_posterior at t={t}")
+        var = diagonal(cov)
         mean_err = ((mean - want_mean).abs() / want_mean.abs().clamp_min(1e-3)).max().item()
         var_err = ((var - want_var).abs() / want_var).max().item()
         assert mean_err < 1e-9, f"t={t} ({type(steps).__name__}): posterior mean relative error {mean_err:.3g} > 1e-9"
@@ -110,9 +128,10 @@ def test_q_posterior_is_product_of_gaussians(t):
 
 def test_q_posterior_at_t1_is_point_mass_at_x0():
     """At t = 1, x_{t-1} = x0 is known: variance 0 and mean x0 (abar_0 = 1 convention)."""
-    x0 = common.swiss_roll(16, gen(2)).double()
+    x0 = roll.swiss_roll(16, gen(2)).double()
     x1 = x0 + 0.01
-    mean, var = common.q_posterior(x0, x1, 1, BETA, ALPHA_BAR)
+    mean, cov = common.q_posterior(x0, x1, 1, SCHEDULE)
+    var = cov
     assert var.abs().max().item() < 1e-12, f"variance at t=1: got {var.abs().max().item():.3g}, expected 0"
     err = (mean - x0).abs().max().item()
     assert err < 1e-9, f"mean at t=1: max |mean - x0| = {err:.3g}, expected 0 (tolerance 1e-9)"
@@ -127,17 +146,17 @@ def test_q_posterior_matches_monte_carlo_regression(t):
     conditional's slope, its mean, and (from the residuals) its variance."""
     n = 200_000
     g = gen(100 + t)
-    x0 = common.swiss_roll(1, g).double()
+    x0 = roll.swiss_roll(1, g).double()
     x = x0.expand(n, 2)
     for s in range(1, t):
-        x = common.sample_gaussian(*common.q_step(x, s, BETA), g)
+        x = common.sample_gaussian(*common.q_step(x, s, SCHEDULE), g)
     x_prev = x
-    x_t = common.sample_gaussian(*common.q_step(x_prev, t, BETA), g)
+    x_t = common.sample_gaussian(*common.q_step(x_prev, t, SCHEDULE), g)
 
     # What q_posterior says: mean = intercept + slope * x_t (per coordinate), variance var_q.
     probe = torch.tensor([[0.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
-    means, var_q = common.q_posterior(x0.expand(2, 2), probe, t, BETA, ALPHA_BAR)
-    intercept, slope, var_q = means[0], means[1] - means[0], var_q[0]
+    means, cov_q = common.q_posterior(x0.expand(2, 2), probe, t, SCHEDULE)
+    intercept, slope, var_q = means[0], means[1] - means[0], diagonal(cov_q)[0]
 
     rows = []
     for i in range(2):
@@ -163,11 +182,18 @@ def log_normal(x, mean, var):
     return (-0.5 * torch.log(2 * math.pi * var) - (x - mean) ** 2 / (2 * var)).sum(-1)
 
 
+def log_normal_full(x, mean, cov):
+    """log N(x; mean, cov) for one full covariance, through torch.linalg (not common's 2x2 algebra)."""
+    diff = x - mean
+    quadratic = (diff @ torch.linalg.inv(cov) * diff).sum(-1)
+    return -0.5 * (quadratic + torch.logdet(cov) + x.shape[-1] * math.log(2 * math.pi))
+
+
 def test_reverse_from_x0_moments_matches_the_sampled_mixture():
-    """Averaging q(x_{t-1} | x_t, x0) over an uncertain x0 gives the mean and variance that
-    reverse_from_x0_moments claims. Independent route: draw x0 from a lopsided three-point
-    distribution (given x_t), then x_{t-1} from the posterior of each draw, and take the sample
-    mean and variance of x_{t-1}; tolerance 5 standard errors."""
+    """Averaging q(x_{t-1} | x_t, x0) over an uncertain x0 gives the mean and the full covariance
+    that reverse_from_x0_moments claims. Independent route: draw x0 from a lopsided three-point
+    distribution (given x_t) whose coordinates are correlated, then x_{t-1} from the posterior
+    of each draw, and take the sample mean and covariance of x_{t-1}; tolerance 5 standard errors."""
     g = torch.Generator().manual_seed(11)
     t, n = 30, 400_000
     x_t = torch.tensor([[0.3, -0.7]], dtype=torch.float64)
@@ -175,18 +201,23 @@ def test_reverse_from_x0_moments_matches_the_sampled_mixture():
     weights = torch.tensor([0.6, 0.3, 0.1], dtype=torch.float64)
     pick = torch.multinomial(weights, n, replacement=True, generator=g)
     x0 = support[pick]
-    mean_q, var_q = common.q_posterior(x0, x_t.expand(n, 2), t, BETA, ALPHA_BAR)
-    x_prev = mean_q + var_q.sqrt() * torch.randn(n, 2, generator=g, dtype=torch.float64)
+    mean_q, cov_q = common.q_posterior(x0, x_t.expand(n, 2), t, SCHEDULE)
+    x_prev = mean_q + diagonal(cov_q).sqrt() * torch.randn(n, 2, generator=g, dtype=torch.float64)
     x0_mean = (weights[:, None] * support).sum(0, keepdim=True)
-    x0_var = (weights[:, None] * support ** 2).sum(0, keepdim=True) - x0_mean ** 2
-    mean, var = common.reverse_from_x0_moments(x0_mean, x0_var, x_t, t, BETA, ALPHA_BAR)
-    sample_mean, sample_var = x_prev.mean(0), x_prev.var(0)
-    se_mean = (sample_var / n).sqrt()
-    se_var = sample_var * math.sqrt(2.0 / n) * 2  # widened: the mixture is not Gaussian
+    centred = support - x0_mean
+    x0_cov = (weights[:, None, None] * centred[:, :, None] * centred[:, None, :]).sum(0, keepdim=True)
+    mean, cov = common.reverse_from_x0_moments(x0_mean, x0_cov, x_t, t, SCHEDULE)
+    sample_mean = x_prev.mean(0)
+    sample_cov = torch.cov(x_prev.T)
+    se_mean = (torch.diagonal(sample_cov) / n).sqrt()
+    # SE of a sample covariance entry: sqrt((var_i var_j + cov_ij^2) / n), widened twice: not Gaussian
+    var = torch.diagonal(sample_cov)
+    se_cov = 2 * ((var[:, None] * var[None, :] + sample_cov ** 2) / n).sqrt()
     assert ((sample_mean - mean[0]).abs() < 5 * se_mean).all(), (
         f"mixture mean {sample_mean.tolist()}, formula {mean[0].tolist()}, 5 SE = {(5 * se_mean).tolist()}")
-    assert ((sample_var - var[0]).abs() < 5 * se_var).all(), (
-        f"mixture variance {sample_var.tolist()}, formula {var[0].tolist()}, 5 SE = {(5 * se_var).tolist()}")
+    assert ((sample_cov - cov[0]).abs() < 5 * se_cov).all(), (
+        f"mixture covariance {sample_cov.tolist()}, formula {cov[0].tolist()}, 5 SE = {(5 * se_cov).tolist()}")
+    assert abs(cov[0, 0, 1].item()) > 10 * se_cov[0, 1].item(), "the test case should have correlated coordinates"
 
 
 def test_kl_gaussian_matches_monte_carlo():
@@ -200,12 +231,13 @@ def test_kl_gaussian_matches_monte_carlo():
     var_q = f64([0.5, 2.0], [1.0, 1.0], [1e-2, 4.0], [0.3, 0.3])
     mean_p = f64([0.0, 0.5], [1.0, 1.0], [0.1, -0.2], [0.0, 0.0])
     var_p = f64([1.0, 0.7], [3.0, 0.2], [2e-2, 1.0], [1.0, 1.0])
-    got = common.kl_gaussian(mean_q, var_q, mean_p, var_p)
+    cov_q, cov_p = torch.diag_embed(var_q), torch.diag_embed(var_p)
+    got = common.kl_gaussian(mean_q, cov_q, mean_p, cov_p)
     assert got.shape == (4,), f"one KL per Gaussian expected, got shape {tuple(got.shape)}"
     # exact special cases: KL(q || q) = 0, and for equal variances |m_q - m_p|^2 / (2 v)
-    same = common.kl_gaussian(mean_q, var_q, mean_q, var_q)
+    same = common.kl_gaussian(mean_q, cov_q, mean_q, cov_q)
     assert same.abs().max().item() < 1e-12, f"KL(q || q) = {same.tolist()}, expected 0"
-    shift = common.kl_gaussian(mean_q, var_q, mean_q + 0.3, var_q)
+    shift = common.kl_gaussian(mean_q, cov_q, mean_q + 0.3, cov_q)
     want_shift = (0.09 / (2 * var_q)).sum(-1)
     assert torch.allclose(shift, want_shift, rtol=1e-12, atol=0), f"equal-variance KL {shift.tolist()}, expected {want_shift.tolist()}"
     n = 200_000
@@ -217,6 +249,32 @@ def test_kl_gaussian_matches_monte_carlo():
         assert abs(got[k].item() - mc) < N_SE * se, (
             f"case {k}: kl_gaussian {got[k].item():.5f}, Monte Carlo {mc:.5f} +- {se:.5f} "
             f"(tolerance {N_SE} SE)")
+
+
+def test_full_covariance_kl_matches_monte_carlo():
+    """kl_gaussian with correlated covariances on both sides (the full-covariance reverse steps)
+    equals E_q[log q(x) - log p(x)], with log densities through torch.linalg, over 200k draws of q
+    made with torch.linalg.cholesky; and it matches the same formula evaluated by torch.linalg
+    to float64 precision, including a covariance as thin as the first reverse steps'."""
+    f64 = lambda *rows: torch.tensor(rows, dtype=torch.float64)  # noqa: E731
+    mean_q, mean_p = f64([0.3, -1.0], [0.0, 0.0], [1.0, 2.0]), f64([0.0, 0.5], [0.1, -0.2], [1.0, 2.001])
+    cov_q = f64([[1.0, 0.6], [0.6, 0.5]], [[2e-2, 0.0], [0.0, 2e-2]], [[5e-6, 0.0], [0.0, 5e-6]])
+    cov_p = f64([[0.7, -0.3], [-0.3, 1.2]], [[1e-2, 9e-3], [9e-3, 1e-2]], [[4e-4, 5e-5], [5e-5, 1.1e-5]])
+    got = common.kl_gaussian(mean_q, cov_q, mean_p, cov_p)
+    n = 200_000
+    g = gen(6)
+    for k in range(3):
+        precision_p = torch.linalg.inv(cov_p[k])
+        diff = mean_p[k] - mean_q[k]
+        exact = 0.5 * (torch.trace(precision_p @ cov_q[k]) + diff @ precision_p @ diff - 2
+                       + torch.logdet(cov_p[k]) - torch.logdet(cov_q[k])).item()
+        assert abs(got[k].item() - exact) < 1e-9 * max(1.0, abs(exact)), (
+            f"case {k}: kl_gaussian {got[k].item():.10g}, torch.linalg formula {exact:.10g}")
+        x = mean_q[k] + torch.randn(n, 2, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(cov_q[k]).T
+        terms = log_normal_full(x, mean_q[k], cov_q[k]) - log_normal_full(x, mean_p[k], cov_p[k])
+        mc, se = terms.mean().item(), terms.std().item() / math.sqrt(n)
+        assert abs(got[k].item() - mc) < N_SE * se, (
+            f"case {k}: kl_gaussian {got[k].item():.5f}, Monte Carlo {mc:.5f} +- {se:.5f} (tolerance {N_SE} SE)")
 
 
 @pytest.mark.parametrize("var", [1e-5, 0.01, 1.0, 7.3])
@@ -254,23 +312,46 @@ def test_nats_to_bits_and_null_log_likelihood():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_sample_gaussian_has_requested_moments(dtype):
-    """sample_gaussian(mean, var) draws have that mean and variance per coordinate, keep the
-    dtype, and the same generator seed gives the same draws."""
+@pytest.mark.parametrize("want_cov", [[[0.25, 0.0], [0.0, 4.0]], [[1.0, -0.8], [-0.8, 1.0]], [[1e-4, 5e-5], [5e-5, 2e-4]]])
+def test_sample_gaussian_has_requested_covariance(dtype, want_cov):
+    """sample_gaussian(mean, cov) draws have that mean and that covariance, correlations
+    included (the Cholesky factor is right), keep the dtype, and the same generator seed gives
+    the same draws. A zero covariance gives the mean itself."""
     n = 100_000
-    want_mean = torch.tensor([1.5, -2.0, 0.0], dtype=dtype)
-    want_var = torch.tensor([0.25, 4.0, 1e-4], dtype=dtype)
-    x = common.sample_gaussian(want_mean.expand(n, 3), want_var.expand(n, 3), gen(8))
+    want_mean = torch.tensor([1.5, -2.0], dtype=dtype)
+    want_cov = torch.tensor(want_cov, dtype=dtype)
+    x = common.sample_gaussian(want_mean.expand(n, 2), want_cov.expand(n, 2, 2), gen(8))
     assert x.dtype == dtype, f"dtype {x.dtype}, expected {dtype}"
     x = x.double()
-    for i in range(3):
-        m, v = want_mean[i].item(), want_var[i].item()
-        got_m, got_v = x[:, i].mean().item(), x[:, i].var().item()
-        se_m, se_v = math.sqrt(v / n), v * math.sqrt(2.0 / n)
-        assert abs(got_m - m) < N_SE * se_m, f"coord {i}: mean {got_m:.5g}, expected {m} (SE {se_m:.3g})"
-        assert abs(got_v - v) < N_SE * se_v, f"coord {i}: variance {got_v:.5g}, expected {v} (SE {se_v:.3g})"
-    again = common.sample_gaussian(want_mean.expand(n, 3), want_var.expand(n, 3), gen(8)).double()
+    cov = want_cov.double()
+    got_cov = torch.cov(x.T)
+    for i in range(2):
+        se_m = math.sqrt(cov[i, i] / n)
+        assert abs(x[:, i].mean().item() - want_mean[i].item()) < N_SE * se_m, (
+            f"coord {i}: mean {x[:, i].mean().item():.5g}, expected {want_mean[i].item()} (SE {se_m:.3g})")
+        for j in range(2):
+            se = math.sqrt((cov[i, i] * cov[j, j] + cov[i, j] ** 2) / n)
+            assert abs(got_cov[i, j].item() - cov[i, j].item()) < N_SE * se, (
+                f"covariance [{i}, {j}]: {got_cov[i, j].item():.5g}, expected {cov[i, j].item():.5g} (SE {se:.3g})")
+    again = common.sample_gaussian(want_mean.expand(n, 2), want_cov.expand(n, 2, 2), gen(8)).double()
     assert torch.equal(x, again), "same generator seed gave different draws"
+    point = common.sample_gaussian(want_mean.expand(3, 2), torch.zeros(3, 2, 2, dtype=dtype), gen(8))
+    assert torch.equal(point, want_mean.expand(3, 2)), f"zero covariance gave {point.tolist()}"
+
+
+def test_two_by_two_algebra_matches_torch_linalg():
+    """cholesky_2x2 and inverse_and_logdet_2x2, written out for speed, agree with torch.linalg
+    on random covariances, thin ones included."""
+    g = gen(12)
+    a = torch.randn(500, 2, 2, generator=g, dtype=torch.float64)
+    cov = a @ a.transpose(-1, -2) * torch.logspace(-6, 1, 500, dtype=torch.float64)[:, None, None] + 1e-9 * torch.eye(2)
+    factor = common.cholesky_2x2(cov)
+    err = ((factor - torch.linalg.cholesky(cov)).abs() / cov.diagonal(dim1=-2, dim2=-1).sqrt().amax(-1)[:, None, None]).max().item()
+    assert err < 1e-6, f"cholesky_2x2 differs from torch.linalg.cholesky by {err:.3g} (relative)"
+    inverse, logdet = common.inverse_and_logdet_2x2(cov)
+    err_inv = ((inverse @ cov - torch.eye(2, dtype=torch.float64)).abs()).max().item()
+    err_det = (logdet - torch.logdet(cov)).abs().max().item()
+    assert err_inv < 1e-6 and err_det < 1e-6, f"inverse off by {err_inv:.3g}, log det off by {err_det:.3g}"
 
 
 # --- the schedule ---------------------------------------------------------------------------
@@ -284,8 +365,20 @@ def test_schedule_shape_and_first_step():
     assert BETA[0].item() == 0.0, f"beta_0 = {BETA[0].item()}, expected 0"
     assert common.BETA_1 == 1e-5, f"BETA_1 = {common.BETA_1}, expected 1e-5"
     assert BETA[1].item() == common.BETA_1, f"beta_1 = {BETA[1].item()!r}, expected {common.BETA_1!r}"
-    other = common.make_beta(T=10, beta_1=1e-3)
-    assert len(other) == 11 and other[1].item() == 1e-3, f"make_beta(T=10, beta_1=1e-3) gave {other.tolist()}"
+    other = common.make_schedule(T=10, beta_1=1e-3).beta
+    assert len(other) == 11 and other[1].item() == 1e-3, f"make_schedule(T=10, beta_1=1e-3) gave {other.tolist()}"
+    assert common.make_schedule().T == T, "Schedule.T should be the number of steps"
+
+
+@pytest.mark.parametrize("T_steps,beta_T,power", [(40, common.BETA_T, common.SCHEDULE_POWER), (10, 0.5, 1.0)])
+def test_schedule_ends_at_beta_T_on_the_stated_curve(T_steps, beta_T, power):
+    """beta_T is reached at t = T, and every beta_t lies on the README's curve
+    log beta_t = log beta_1 + ((t - 1) / (T - 1))^power log(beta_T / beta_1), computed here in a loop."""
+    beta = common.make_schedule(T=T_steps, beta_T=beta_T, power=power).beta
+    assert abs(beta[T_steps].item() - beta_T) < 1e-12, f"beta_T = {beta[T_steps].item()!r}, expected {beta_T}"
+    for t in range(1, T_steps + 1):
+        want = math.exp(math.log(common.BETA_1) + ((t - 1) / (T_steps - 1)) ** power * math.log(beta_T / common.BETA_1))
+        assert abs(beta[t].item() - want) < 1e-12 * want, f"beta_{t} = {beta[t].item()!r}, the curve gives {want!r}"
 
 
 def test_schedule_increases_and_stays_below_one():
@@ -297,7 +390,7 @@ def test_schedule_increases_and_stays_below_one():
 
 
 def test_alpha_bar_matches_python_loop():
-    """alpha_bar_from_beta equals prod_{s<=t} (1 - beta_s) multiplied out in a Python loop."""
+    """the schedule's alpha_bar equals prod_{s<=t} (1 - beta_s) multiplied out in a Python loop."""
     got = ALPHA_BAR.tolist()
     assert len(got) == T + 1, f"len(alpha_bar) = {len(got)}, expected {T + 1}"
     err = max(abs(a - b) / b for a, b in zip(got, ABAR))
@@ -314,9 +407,9 @@ def test_final_marginal_is_close_to_standard_normal():
     alpha_bar_T itself need not be small: the per-point KL(q(x_T | x0) || N(0, I)), which K
     pays as -(d/2) log(1 - alpha_bar_T), is checked against kl_gaussian by hand below."""
     a = ABAR[T]
-    angle = torch.linspace(*common.ROLL_ANGLE, 2000, dtype=torch.float64)
+    angle = torch.linspace(*roll.ROLL_ANGLE, 2000, dtype=torch.float64)
     raw = torch.stack([angle * torch.cos(angle), angle * torch.sin(angle)], dim=1)
-    scaled = math.sqrt(a) * (raw - torch.tensor(common.ROLL_MEAN)) / torch.tensor(common.ROLL_STD)
+    scaled = math.sqrt(a) * (raw - torch.tensor(roll.ROLL_MEAN)) / torch.tensor(roll.ROLL_STD)
     grid = torch.linspace(-5.0, 5.0, 141, dtype=torch.float64)
     points = torch.cartesian_prod(grid, grid)
     q = torch.exp(-torch.cdist(points, scaled) ** 2 / (2 * (1 - a))).mean(1) / (2 * math.pi * (1 - a))
@@ -327,9 +420,9 @@ def test_final_marginal_is_close_to_standard_normal():
     assert abs(mass - 1) < 1e-4, f"q(x_T) integrates to {mass:.6f} on the grid, expected 1"
     assert kl < 0.01, f"KL(q(x_T) || N(0, I)) = {kl:.4f} nats (alpha_bar_T = {a:.3f}), expected < 0.01"
 
-    x0 = common.heldout_roll(20_000).double()
-    mean, var = common.q_closed_form(x0, T, ALPHA_BAR)
-    per_point = common.kl_gaussian(mean, var, torch.zeros_like(x0), torch.ones_like(x0)).mean().item()
+    x0 = roll.heldout_roll(20_000).double()
+    mean, cov = common.q_closed_form(x0, T, SCHEDULE)
+    per_point = common.kl_gaussian(mean, cov, torch.zeros_like(x0), torch.eye(2, dtype=x0.dtype).expand_as(cov)).mean().item()
     sq = (x0 ** 2).sum(1).mean().item()
     by_hand = -(common.D / 2) * math.log(1.0 - a) - common.D * a / 2 + a * sq / 2
     assert abs(per_point - by_hand) < 1e-10, f"mean KL {per_point:.10f}, by hand {by_hand:.10f}"
@@ -355,17 +448,17 @@ def test_formulas_are_evaluated_in_float64(steps):
     """For float32 points, the posterior variance at t = 2 and the closed-form variance at t = 1
     match their float64 values to 1e-6 relative. In float32, 1 - alpha_bar_2 (2e-5) would be off
     by ~1e-3 relative, so this fails if the tables are cast before the formula."""
-    x0 = common.swiss_roll(8, gen(4))
+    x0 = roll.swiss_roll(8, gen(4))
     assert x0.dtype == torch.float32
     x_t = x0 + 0.001
     t2 = 2 if steps == "int" else torch.full((8,), 2)
     t1 = 1 if steps == "int" else torch.full((8,), 1)
-    _, var = common.q_posterior(x0, x_t, t2, BETA, ALPHA_BAR)
+    var = diagonal(common.q_posterior(x0, x_t, t2, SCHEDULE)[1])
     want = float(BETA[2]) * (1.0 - ABAR[1]) / (1.0 - ABAR[2])
     assert var.dtype == torch.float32, f"posterior variance dtype {var.dtype}, expected the points' float32"
     err = (var.double() - want).abs().max().item() / want
     assert err < 1e-6, f"posterior variance at t=2: got {var[0, 0].item():.9g}, float64 {want:.9g}, relative error {err:.2g} > 1e-6"
-    _, var1 = common.q_closed_form(x0, t1, ALPHA_BAR)
+    var1 = diagonal(common.q_closed_form(x0, t1, SCHEDULE)[1])
     want1 = 1.0 - ABAR[1]
     err1 = (var1.double() - want1).abs().max().item() / want1
     assert err1 < 1e-6, f"closed-form variance at t=1: got {var1[0, 0].item():.9g}, float64 {want1:.9g}, relative error {err1:.2g} > 1e-6"
@@ -375,18 +468,18 @@ def test_formulas_are_evaluated_in_float64(steps):
 
 def test_pick_device_auto_returns_a_working_device():
     """pick_device('auto') names a device this machine has, and a tensor can be made on it."""
-    device = common.pick_device("auto")
-    assert device.type in common.available_devices(), f"auto picked {device}, available {common.available_devices()}"
+    device = plumbing.pick_device("auto")
+    assert device.type in plumbing.available_devices(), f"auto picked {device}, available {plumbing.available_devices()}"
     assert torch.ones(2, device=device).sum().item() == 2.0, f"could not compute on {device}"
-    assert common.pick_device("cpu") == torch.device("cpu")
+    assert plumbing.pick_device("cpu") == torch.device("cpu")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has cuda")
 def test_pick_device_unavailable_cuda_names_the_alternatives():
     """Asking for cuda where there is none is a ValueError that lists what is available."""
     with pytest.raises(ValueError) as raised:
-        common.pick_device("cuda")
+        plumbing.pick_device("cuda")
     message = str(raised.value)
-    for device in common.available_devices():
+    for device in plumbing.available_devices():
         assert device in message, f"error message {message!r} does not name available device {device!r}"
     assert "cuda" in message, f"error message {message!r} does not name the device asked for"

@@ -35,12 +35,15 @@ import pytest
 import torch
 
 import common
+import plumbing
+import roll
+from model import ReverseModel
 from conftest import DEFAULT_TIMEOUT, ROOT, SCRIPTS, load_script, start_script
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 TRAIN = ("--iters", 30, "--batch-size", 64, "--seed", 5, "--device", "cpu")  # ~0.2 s of training
 INTERRUPTED_ITERS = 300   # long enough to Ctrl-C in the middle, short enough to --resume to the end
-SEED_RANGE = ("4294967295", "2**32")  # numpy takes seeds 0..2**32 - 1: the message names the top
+SEED_RANGE = "from 0 to 9223372036854775807"  # torch's generators take seeds 0..2**63 - 1
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -98,12 +101,12 @@ def files_in(folder):
             for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
-def save_fresh_checkpoint(path, model=None, beta=None, iteration=0):
-    """A checkpoint as common.save_checkpoint writes it, of an untrained model."""
+def save_fresh_checkpoint(path, model=None, schedule=None, iteration=0):
+    """A checkpoint as plumbing.save_checkpoint writes it, of an untrained model."""
     torch.manual_seed(0)
-    model = model if model is not None else common.ReverseModel()
-    beta = beta if beta is not None else common.make_beta()
-    common.save_checkpoint(path, model, beta, argparse.Namespace(iters=1, seed=0), iteration)
+    model = model if model is not None else ReverseModel()
+    schedule = schedule if schedule is not None else common.make_schedule()
+    plumbing.save_checkpoint(path, model, schedule, argparse.Namespace(iters=1, seed=0), iteration)
     return path
 
 
@@ -150,7 +153,7 @@ def no_work_allowed(monkeypatch):
         def started(*args, **kwargs):
             raise WorkStarted(f"{name}() (real work)")
         return started
-    monkeypatch.setattr(common, "swiss_roll", stand_in("swiss_roll"))
+    monkeypatch.setattr(roll, "swiss_roll", stand_in("swiss_roll"))
     monkeypatch.setattr(common, "sample_chain", stand_in("sample_chain"))
 
 
@@ -292,23 +295,23 @@ def background(tmp_path_factory):
 # --- bad input (in-process) ---------------------------------------------------------------------
 
 OUT_OF_RANGE = [  # script, arguments, the option named, the allowed range named
-    ("03_train.py", ["--iters", "0"], "--iters", ">= 1"),
-    ("03_train.py", ["--iters", "-5"], "--iters", ">= 1"),
-    ("03_train.py", ["--iters", "2.5"], "--iters", ">= 1"),
-    ("03_train.py", ["--batch-size", "0"], "--batch-size", ">= 1"),
+    ("03_train.py", ["--iters", "0"], "--iters", "at least 1"),
+    ("03_train.py", ["--iters", "-5"], "--iters", "at least 1"),
+    ("03_train.py", ["--iters", "2.5"], "--iters", "at least 1"),
+    ("03_train.py", ["--batch-size", "0"], "--batch-size", "at least 1"),
     ("03_train.py", ["--lr", "0"], "--lr", "> 0"),
     ("03_train.py", ["--lr", "-0.001"], "--lr", "> 0"),
     ("03_train.py", ["--lr", "nan"], "--lr", "> 0"),
     ("03_train.py", ["--lr", "inf"], "--lr", "> 0"),
     ("03_train.py", ["--lr=-inf"], "--lr", "> 0"),
-    ("04_sample.py", ["--n-samples", "-1"], "--n-samples", ">= 1"),
-    ("04_sample.py", ["--n-samples", "0"], "--n-samples", ">= 1"),
-    ("01_forward_process.py", ["--n-points", "0"], "--n-points", ">= 1"),
-    # --seed: numpy takes 0..2**32 - 1, torch other ranges; outside them, a traceback
+    ("04_sample.py", ["--n-samples", "-1"], "--n-samples", "at least 1"),
+    ("04_sample.py", ["--n-samples", "0"], "--n-samples", "at least 1"),
+    ("01_forward_process.py", ["--n-points", "0"], "--n-points", "at least 100"),
+    # --seed: torch takes 0..2**63 - 1; outside that, a traceback unless argparse refuses it
     ("01_forward_process.py", ["--seed", "-1"], "--seed", SEED_RANGE),
     ("02_reverse_model.py", ["--seed", "-1"], "--seed", SEED_RANGE),
     ("03_train.py", ["--seed", "-1"], "--seed", SEED_RANGE),
-    ("03_train.py", ["--seed", str(2 ** 32)], "--seed", SEED_RANGE),
+    ("03_train.py", ["--seed", str(2 ** 63)], "--seed", SEED_RANGE),
     ("04_sample.py", ["--seed", "-1"], "--seed", SEED_RANGE),
 ]
 
@@ -326,12 +329,12 @@ def test_out_of_range_number_is_refused_by_argparse_naming_the_option_and_range(
     assert code == 2, f"{script} {' '.join(args)}: exit status {code}, expected 2 (argparse's usage error)"
     line = the_error_line(err, f"{script} {' '.join(args)}")
     assert f"argument {option}" in line, f"the message does not name {option}: {line}"
-    allowed = (allowed,) if isinstance(allowed, str) else allowed
-    assert any(text in line for text in allowed), f"the message does not give the allowed range {allowed}: {line}"
+    # the range as a whole phrase: "at least 1" must not pass for "at least 100"
+    assert re.search(re.escape(allowed) + r"(?![\d.])", line), f"the message does not give the allowed range {allowed!r}: {line}"
     assert not files_in(tmp_path), f"files written despite the error: {sorted(files_in(tmp_path))}"
 
 
-UNAVAILABLE_DEVICES = ([name for name in ("cuda", "mps") if name not in common.available_devices()]
+UNAVAILABLE_DEVICES = ([name for name in ("cuda", "mps") if name not in plumbing.available_devices()]
                        + ["tpu", "cpu:x"])   # cpu:x: a name torch cannot even parse
 NUMBERED_SCRIPTS = ["01_forward_process.py", "02_reverse_model.py", "03_train.py", "04_sample.py"]
 
@@ -349,7 +352,7 @@ def test_unavailable_device_is_refused_listing_the_available_ones(script, device
     assert code not in (0, None), f"{script} --device {device}: exit status {code}"
     line = the_error_line(err, f"{script} --device {device}")
     assert device in line, f"the message does not name the device '{device}': {line}"
-    available = ", ".join(common.available_devices())
+    available = ", ".join(plumbing.available_devices())
     assert f"available: {available}" in line, f"the message does not list the devices available here ({available}): {line}"
     assert not files_in(tmp_path), f"files written despite the error: {sorted(files_in(tmp_path))}"
 
@@ -391,16 +394,16 @@ def write_bad_checkpoint(case, path, good, marker):
     elif case == "pickle_that_runs_code":
         torch.save(RunsCodeWhenUnpickled(marker), path)
     elif case == "bare_state_dict":      # torch.save(model.state_dict()): the usual torch file
-        torch.save(common.ReverseModel().state_dict(), path)
+        torch.save(ReverseModel().state_dict(), path)
     elif case == "foreign_torch_file":
         torch.save({"w": torch.zeros(3)}, path)
     elif case == "another_T":            # made by this code with T = 50
-        save_fresh_checkpoint(path, common.ReverseModel(T=50), common.make_beta(T=50))
+        save_fresh_checkpoint(path, ReverseModel(T=50), common.make_schedule(T=50))
     elif case == "another_schedule":     # made by this code with beta_T = 0.2
-        save_fresh_checkpoint(path, beta=common.make_beta(beta_T=0.2))
+        save_fresh_checkpoint(path, schedule=common.make_schedule(beta_T=0.2))
     elif case == "weights_of_another_model_size":  # a 64-wide network's weights, our settings
         saved = torch.load(good, weights_only=True)
-        saved["model_state"] = common.ReverseModel(hidden=64).state_dict()
+        saved["model_state"] = ReverseModel(hidden=64).state_dict()
         torch.save(saved, path)
 
 
@@ -434,8 +437,8 @@ def test_unusable_checkpoint_is_named_with_what_to_run_instead(script, case, goo
 def test_checkpoint_of_another_model_size_is_rebuilt_from_the_size_stored_in_it(tmp_path):
     # The other half of "another model size": the network's settings travel in the checkpoint, so
     # a network of another width made by this code loads as what it is; it is not bad input.
-    path = save_fresh_checkpoint(tmp_path / "model.pt", common.ReverseModel(hidden=16))
-    model, _, _ = common.load_checkpoint(path)
+    path = save_fresh_checkpoint(tmp_path / "model.pt", ReverseModel(hidden=16))
+    model, _, _ = plumbing.load_checkpoint(path)
     assert model.config["hidden"] == 16 and model.layers[0].out_features == 16
 
 
@@ -544,7 +547,7 @@ def test_bad_number_in_a_real_process_exits_with_one_line_and_no_traceback(backg
     result, files = background["bad_number"].result()
     assert result.returncode == 2, f"exit status {result.returncode}, expected 2 (usage error):\n{result.stderr}"
     line = the_error_line(result.stderr, "03_train.py --iters 0")
-    assert "--iters" in line and ">= 1" in line, f"the message does not name --iters and its range: {line}"
+    assert "--iters" in line and re.search(r"at least 1(?!\d)", line), f"the message does not name --iters and its range: {line}"
     assert not files, f"files written despite the error: {sorted(files)}"
 
 
@@ -564,7 +567,7 @@ def test_ctrl_c_during_training_saves_the_last_completed_iteration_and_resume_fi
         f"the message should name the iteration saved, the checkpoint and --resume: {said[-1]}")
     assert list(seen["files_after_interrupt"]) == ["model.pt"], (
         f"after Ctrl-C the folder holds {sorted(seen['files_after_interrupt'])}, expected only model.pt")
-    _, _, checkpoint = common.load_checkpoint(seen["interrupted_checkpoint"])
+    _, _, checkpoint = plumbing.load_checkpoint(seen["interrupted_checkpoint"])
     saved = checkpoint["iteration"]
     assert 0 < saved < INTERRUPTED_ITERS, f"the checkpoint says iteration {saved}"
     assert saved == int(iteration[1]), f"the message says iteration {iteration[1]}, the checkpoint {saved}"
@@ -578,7 +581,7 @@ def test_ctrl_c_during_training_saves_the_last_completed_iteration_and_resume_fi
     trained = re.search(r"trained (\d+) iterations", resumed.stdout)
     assert trained and int(trained[1]) == INTERRUPTED_ITERS - saved, (
         f"the resumed run should train the remaining {INTERRUPTED_ITERS - saved} iterations:\n{resumed.stdout}")
-    final = common.load_checkpoint(seen["final_checkpoint"])[2]["iteration"]
+    final = plumbing.load_checkpoint(seen["final_checkpoint"])[2]["iteration"]
     assert final == INTERRUPTED_ITERS, f"the resumed run ended at iteration {final}, not at --iters {INTERRUPTED_ITERS}"
     left = [name for name in seen["files_after_resume"] if not name.startswith("images/")]
     assert left == ["model.pt"], f"after --resume the folder holds {left}, expected only model.pt"
@@ -600,12 +603,12 @@ def test_command_suggested_after_ctrl_c_continues_to_the_same_iters(background, 
     def first_batch(*args, **kwargs):
         raise WorkStarted("training")
 
-    monkeypatch.setattr(common, "swiss_roll", first_batch)
+    monkeypatch.setattr(roll, "swiss_roll", first_batch)
     monkeypatch.setattr(sys, "argv", ["03_train.py", *args, "--images", str(tmp_path), "--device", "cpu"])
     with pytest.raises(WorkStarted):
         load_script("03_train.py").main()
     bars = re.findall(r"(\d+)/(\d+) \[", capsys.readouterr().err)
-    saved = common.load_checkpoint(seen["interrupted_checkpoint"])[2]["iteration"]
+    saved = plumbing.load_checkpoint(seen["interrupted_checkpoint"])[2]["iteration"]
     assert bars and bars[0] == (str(saved), str(INTERRUPTED_ITERS)), (
         f"`{command[0]}` would train from {bars[0][0] if bars else '?'} to {bars[0][1] if bars else '?'}, "
         f"not from {saved} to the interrupted run's --iters {INTERRUPTED_ITERS}")
@@ -651,7 +654,7 @@ class StopAfterSamples(BaseException):
     """Raised where 04_sample.py starts drawing figures: the samples and distances are done."""
 
 
-def test_same_seed_gives_bit_identical_samples_and_printed_distances(good_checkpoint, tmp_path, monkeypatch,
+def test_same_seed_gives_bit_identical_samples_and_printed_scores(good_checkpoint, tmp_path, monkeypatch,
                                                                      capsys):
     # Run main() twice with the random generators disturbed in between; stop each run when it
     # starts on the figures (seconds of drawing that are not part of this property).
@@ -659,7 +662,7 @@ def test_same_seed_gives_bit_identical_samples_and_printed_distances(good_checkp
     def stop(*args, **kwargs):
         raise StopAfterSamples
 
-    monkeypatch.setattr(common, "plot_points", stop)
+    monkeypatch.setattr(plumbing, "plot_points", stop)
     outputs = []
     for name, disturb in (("a", 1), ("b", 2)):
         torch.manual_seed(disturb)
@@ -673,7 +676,7 @@ def test_same_seed_gives_bit_identical_samples_and_printed_distances(good_checkp
     a, b = (np.load(tmp_path / name / "samples.npy") for name in ("a", "b"))
     assert a.shape == (300, 2) and a.tobytes() == b.tobytes(), (
         f"two runs with --seed 7 differ in {int((a != b).sum())} of {a.size} numbers")
-    lines = [re.findall(r"^sliced Wasserstein.*$", out, re.MULTILINE) for out in outputs]
-    assert lines[0] and lines[0] == lines[1], f"printed distances differ: {lines}"
+    lines = [re.findall(r"^ *samples: off-curve.*$", out, re.MULTILINE) for out in outputs]
+    assert lines[0] and lines[0] == lines[1], f"printed scores differ: {lines}"
     for name in ("a", "b"):
         assert list(files_in(tmp_path / name)) == ["samples.npy"], f"files left: {sorted(files_in(tmp_path / name))}"

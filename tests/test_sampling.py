@@ -13,6 +13,9 @@ import torch
 from PIL import Image
 
 import common
+import plumbing
+import roll
+from model import ReverseModel
 from conftest import load_script, start_script
 
 TRAIN_ITERS = 400      # enough for samples clearly closer to the roll than noise, ~3 s
@@ -20,8 +23,8 @@ TRAIN_BATCH = 256
 TRAIN_LR = 1e-2
 N_SAMPLES = 2000       # per script run: small keeps the runs quick, large enough to measure
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # three runs side by side on 2 cores: one thread each
-DISTANCES = re.compile(r"sliced Wasserstein to held-out data: samples ([\d.]+) \| "
-                       r"fresh real sample ([\d.]+) \| noise N\(0, I\) ([\d.]+)")
+SCORES = re.compile(r"^ *(samples|real roll|noise N\(0, I\)): off-curve ([\d.]+)%  along-curve KS p = (\S+)  "
+                    r"W1\(u\) = ([\d.]+) \(real roll: ([\d.]+)-([\d.]+)\)  median distance ([\d.]+)$", re.MULTILINE)
 
 
 @pytest.fixture(scope="session")
@@ -33,22 +36,21 @@ def checkpoint(tmp_path_factory):
     try:
         torch.manual_seed(0)
         generator = torch.Generator().manual_seed(0)
-        beta = common.make_beta()
-        alpha_bar = common.alpha_bar_from_beta(beta)
-        model = common.ReverseModel()
+        schedule = common.make_schedule()
+        model = ReverseModel()
         optimizer = torch.optim.Adam(model.parameters(), lr=TRAIN_LR)
-        reverse = common.reverse_of(model, beta, alpha_bar)
+        reverse = common.reverse_of(model, schedule)
         for _ in range(TRAIN_ITERS):
-            x0 = common.swiss_roll(TRAIN_BATCH, generator)
+            x0 = roll.swiss_roll(TRAIN_BATCH, generator)
             t = torch.randint(2, common.T + 1, (TRAIN_BATCH,), generator=generator)
-            loss = (common.T - 1) * common.kl_terms(reverse, x0, t, beta, alpha_bar, generator).mean()
+            loss = (common.T - 1) * common.kl_one_step(reverse, x0, t, schedule, generator).mean()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
     finally:
         torch.set_num_threads(threads)
     path = tmp_path_factory.mktemp("checkpoint") / "model.pt"
-    common.save_checkpoint(path, model.eval(), beta, argparse.Namespace(iters=TRAIN_ITERS), TRAIN_ITERS)
+    plumbing.save_checkpoint(path, model.eval(), schedule, argparse.Namespace(iters=TRAIN_ITERS), TRAIN_ITERS)
     return path
 
 
@@ -92,36 +94,28 @@ def test_same_seed_gives_bit_identical_samples(two_runs):
 
 
 def test_saved_samples_are_x0_of_the_chain_drawn_from_the_seed(two_runs, checkpoint):
-    # The script's samples are trajectory[0] of its own sample(), driven by a generator seeded
+    # The script's samples are trajectory[0] of sample_chain, driven by a generator seeded
     # with --seed: so --seed chooses the samples, and what is saved is the end of the chain.
     folder, _ = two_runs[0]
-    script = load_script("04_sample.py")
-    model, beta, _ = common.load_checkpoint(checkpoint)
-    alpha_bar = common.alpha_bar_from_beta(beta)
-    x0 = script.sample(model, beta, alpha_bar, N_SAMPLES, torch.Generator().manual_seed(7), "cpu")[0]
+    model, schedule, _ = plumbing.load_checkpoint(checkpoint)
+    x0 = common.sample_chain(common.reverse_of(model, schedule), N_SAMPLES, schedule.T,
+                             torch.Generator().manual_seed(7))[0]
     gap = np.abs(np.load(folder / "samples.npy") - x0.numpy()).max()
     assert gap < 1e-4, f"saved samples differ from the seed's chain by up to {gap:.2e}"
 
 
-def test_sampling_applies_all_T_reverse_steps_ending_at_x0(checkpoint, monkeypatch):
-    # Record every t the script's sampler asks the reverse process about. A public version of
-    # this experiment stopped at t = 2 and never applied p(x0 | x1).
-    script = load_script("04_sample.py")
-    model, beta, _ = common.load_checkpoint(checkpoint)
-    alpha_bar = common.alpha_bar_from_beta(beta)
+def test_sampling_applies_all_T_reverse_steps_ending_at_x0(checkpoint):
+    # Record every t the sampler asks the reverse process about. A public version of this
+    # experiment stopped at t = 2 and never applied p(x0 | x1).
+    model, schedule, _ = plumbing.load_checkpoint(checkpoint)
     asked = []
-    reverse_of = common.reverse_of
+    reverse = common.reverse_of(model, schedule)
 
-    def recording_reverse_of(*args):
-        reverse = reverse_of(*args)
+    def recorded(x_t, t):
+        asked.append(int(t))
+        return reverse(x_t, t)
 
-        def recorded(x_t, t):
-            asked.append(int(t))
-            return reverse(x_t, t)
-        return recorded
-
-    monkeypatch.setattr(common, "reverse_of", recording_reverse_of)
-    trajectory = script.sample(model, beta, alpha_bar, 100, torch.Generator().manual_seed(0), "cpu")
+    trajectory = common.sample_chain(recorded, 100, schedule.T, torch.Generator().manual_seed(0))
     T = common.T
     assert asked == list(range(T, 0, -1)), f"reverse steps applied: {asked}, expected {T}, {T - 1}, ..., 1"
     assert len(trajectory) == T + 1, f"trajectory has {len(trajectory)} entries, expected T + 1 = {T + 1}"
@@ -135,11 +129,11 @@ def test_exact_reverse_kernel_keeps_standard_normal_data_standard_normal():
     # Var x_t = alpha_t + beta_t = 1 and Cov(x_{t-1}, x_t) = sqrt(alpha_t), so
     # x_{t-1} | x_t ~ N(sqrt(alpha_t) x_t, (1 - alpha_t) I) = N(sqrt(1 - beta_t) x_t, beta_t I).
     # With that exact reverse kernel at every t, sample_chain must end at N(0, I).
-    beta = common.make_beta()
+    beta = common.make_schedule().beta
     n = 20_000
 
     def exact_reverse(x_t, t):
-        return torch.sqrt(1.0 - beta[t]).float() * x_t, beta[t].float() * torch.ones_like(x_t)
+        return torch.sqrt(1.0 - beta[t]).float() * x_t, beta[t].float() * torch.eye(2).expand(len(x_t), 2, 2)
 
     x0 = common.sample_chain(exact_reverse, n, common.T, torch.Generator().manual_seed(0))[0].double()
     mean, cov = x0.mean(0), torch.cov(x0.T)
@@ -152,14 +146,19 @@ def test_exact_reverse_kernel_keeps_standard_normal_data_standard_normal():
                            f"largest gap {largest:.2f} standard errors (limit 4.5)")
 
 
-def test_trained_samples_are_closer_to_the_roll_than_noise(two_runs):
+def test_trained_samples_score_far_nearer_the_roll_than_noise(two_runs):
+    """The script prints one score line each for its samples, a real roll sample and noise. Even
+    a briefly trained model puts most samples near the curve: its median distance to the curve
+    is under a third of noise's, the real sample is on the curve, and noise is mostly off it."""
     _, result = two_runs[0]
-    match = DISTANCES.search(result.stdout)
-    assert match, f"no sliced Wasserstein line in the output:\n{result.stdout}"
-    samples, fresh, noise = map(float, match.groups())
-    assert samples < noise, (f"after {TRAIN_ITERS} training steps the samples are no closer to held-out "
-                             f"data than noise: samples {samples}, noise {noise} (fresh real {fresh})")
-    assert fresh < noise, f"a real sample ({fresh}) should be much closer than noise ({noise})"
+    scores = {m[1]: {"off": float(m[2]), "median": float(m[7])} for m in SCORES.finditer(result.stdout)}
+    assert set(scores) == {"samples", "real roll", "noise N(0, I)"}, f"score lines missing in:\n{result.stdout}"
+    samples, real, noise = scores["samples"], scores["real roll"], scores["noise N(0, I)"]
+    assert real["off"] == 0.0 and real["median"] < 1e-3, f"a real roll sample scored {real}"
+    assert noise["off"] > 50.0, f"noise scored {noise}: the measure cannot tell noise from the roll"
+    assert samples["median"] < noise["median"] / 3, (
+        f"after {TRAIN_ITERS} training steps the samples' median distance to the curve is {samples['median']}, "
+        f"noise's {noise['median']}: expected under a third")
 
 
 def test_script_writes_figure1_and_an_animation_under_2_mib(two_runs):

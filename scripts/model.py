@@ -1,0 +1,64 @@
+"""The network behind p(x_{t-1} | x_t) (README, chapter 2): x_t and t in; out, a noise estimate
+eps and a lower-triangular factor L of x0's covariance given x_t, which common.p_reverse turns
+into the reverse step's mean and covariance.
+"""
+import math
+
+import torch
+
+import common
+
+# What L may be: a whole lower triangle, its diagonal, or absent ("none": an eps-network only,
+# whose reverse variance is chosen outside it, as in DDPM; README, chapter 5).
+COVARIANCES = ("full", "diagonal", "none")
+
+
+class ReverseModel(torch.nn.Module):
+    """One MLP for every step, as in the paper; what is particular to step t is a learned bias
+    added to each hidden layer (rows for t = 2..T only: step 1 is the fixed kernel of eq. 44).
+
+    Outputs: eps (n, D), and L (n, D, D), lower-triangular with a positive diagonal, so that
+    (1 - alpha_bar_t) L L^T is a valid covariance of x0 given x_t. With covariance="diagonal" L
+    is diagonal (the paper's class, D outputs); with "full" it has D (D + 1) / 2 outputs; with
+    "none" there is no L (None) and the network predicts eps alone."""
+
+    def __init__(self, T=common.T, hidden=128, depth=3, n_frequencies=32, covariance="full"):
+        super().__init__()
+        if covariance not in COVARIANCES:
+            raise ValueError(f"covariance must be one of {', '.join(COVARIANCES)}, got {covariance!r}")
+        self.config = {"T": T, "hidden": hidden, "depth": depth, "n_frequencies": n_frequencies,
+                       "covariance": covariance}
+        # Random Fourier features sin(x B), cos(x B), B ~ N(0, (2 pi)^2): they help a small MLP
+        # draw sharp shapes, and the roll's arms must be located to within the noise of t = 2,
+        # sqrt(2e-5) = 0.005 wide. Stored with the weights, so a checkpoint carries its B.
+        self.register_buffer("frequencies", 2.0 * math.pi * torch.randn(common.D, n_frequencies))
+        sizes = [common.D + 2 * n_frequencies] + [hidden] * depth
+        self.layers = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
+        # step_bias[layer][t - 2]: one row per learned step t = 2..T
+        self.step_bias = torch.nn.ParameterList(torch.nn.Parameter(torch.zeros(T - 1, hidden))
+                                                for _ in range(depth))
+        with torch.no_grad():
+            self.step_bias[0].normal_(0.0, 0.5)  # the first layer: different steps start apart
+        self.n_factor = {"full": common.D * (common.D + 1) // 2, "diagonal": common.D, "none": 0}[covariance]
+        self.output = torch.nn.Linear(hidden, common.D + self.n_factor)
+        # Zero output weights: training starts from eps = 0 and L = I, the values for Gaussian data.
+        torch.nn.init.zeros_(self.output.weight)
+        torch.nn.init.zeros_(self.output.bias)
+
+    def forward(self, x_t, t):
+        angles = x_t @ self.frequencies
+        h = torch.cat([x_t, torch.sin(angles), torch.cos(angles)], dim=1)
+        for layer, bias in zip(self.layers, self.step_bias):
+            h = torch.nn.functional.silu(layer(h) + bias[t - 2])
+        out = self.output(h)
+        eps, raw = out[:, :common.D], out[:, common.D:]
+        if self.n_factor == 0:
+            return eps, None
+        # L's diagonal is exp of the first D raw outputs (positive); the rest fill the lower triangle.
+        factor = torch.diag_embed(torch.exp(raw[:, :common.D]))
+        if self.n_factor > common.D:
+            rows, cols = torch.tril_indices(common.D, common.D, offset=-1)
+            below = torch.zeros_like(factor)
+            below[:, rows, cols] = raw[:, common.D:]
+            factor = factor + below
+        return eps, factor

@@ -1,0 +1,262 @@
+"""The plumbing every chapter shares, none of it math: command-line arguments, devices and seeds,
+files written atomically, checkpoints, and figures. README sections "Troubleshooting" and
+"Reproducibility" say what it guarantees.
+"""
+import argparse
+import math
+import os
+import pathlib
+import tempfile
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are written to files, never shown: no screen needed
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.animation import FuncAnimation, PillowWriter  # noqa: E402
+
+import common  # noqa: E402
+import roll  # noqa: E402
+from model import ReverseModel  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+IMAGES = ROOT / "images"     # figures the README shows (committed)
+OUTPUTS = ROOT / "outputs"   # weights and samples (git-ignored, regenerated)
+AXIS_LIMIT = 2.5             # the paper's Figure 1 shows about -2..2; the roll reaches +-2.1
+MAX_SEED = 2 ** 63 - 1       # torch's generators take any whole number from 0 to this
+
+
+# --- command line ------------------------------------------------------------------------------
+
+def whole_number(minimum, maximum=None):
+    """An argparse type: a whole number from minimum (to maximum, if given)."""
+    allowed = f"at least {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number {allowed}, got '{text}'")
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"must be a whole number {allowed}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int = whole_number(1)
+seed_int = whole_number(0, MAX_SEED)
+
+
+def positive_float(text):
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got '{text}'")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def add_standard_args(parser, seed=0):
+    """The options every chapter has: --seed, --device and --images (where figures go)."""
+    parser.add_argument("--seed", type=seed_int, default=seed, help="random seed (default: %(default)s)")
+    parser.add_argument("--device", default="auto",
+                        help="auto (cuda, then mps, then cpu), cpu, cuda or mps (default: auto)")
+    parser.add_argument("--images", type=pathlib.Path, default=IMAGES,
+                        help="folder for the figures (default: the repository's images/)")
+
+
+def parse_and_prepare(parser):
+    """The start of every chapter: parse the command line, check --device and the --images
+    folder before any work, and seed torch. Returns (args, device, generator), the generator
+    seeded with --seed for the random draws the chapter makes on the CPU."""
+    args = parser.parse_args()
+    device = device_or_exit(parser, args.device)
+    writable_dir_or_exit(parser, args.images, "figures")
+    torch.manual_seed(args.seed)  # for what torch draws without a generator: a network's initial weights
+    return args, device, torch.Generator().manual_seed(args.seed)
+
+
+# --- devices -----------------------------------------------------------------------------------
+
+def available_devices():
+    """The devices this machine can run on, best first."""
+    devices = []
+    if torch.cuda.is_available():
+        devices.append("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices + ["cpu"]
+
+
+def pick_device(name="auto"):
+    """`auto` picks cuda, then mps, then cpu; a named device must be available here."""
+    devices = available_devices()
+    if name == "auto":
+        return torch.device(devices[0])
+    if name.split(":")[0] not in devices:
+        raise ValueError(f"device '{name}' is not available here; available: {', '.join(devices)}")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device '{name}' is not a device name; available: {', '.join(devices)}")
+
+
+def device_or_exit(parser, name):
+    """pick_device, turning an unavailable device into one clear argparse error."""
+    try:
+        return pick_device(name)
+    except ValueError as error:
+        parser.error(str(error))
+
+
+# --- files -------------------------------------------------------------------------------------
+
+def output_file_or_exit(parser, path, what, example="model.pt"):
+    """Check, before any work, that a file can be written at path (its folder is writable and
+    path is not a folder), so a long run is never lost at the moment of saving."""
+    writable_dir_or_exit(parser, path.parent, what)
+    if path.is_dir():
+        parser.error(f"cannot write {what} to {path}: it is a folder; give a file name, "
+                     f"e.g. {path / example}")
+
+
+def writable_dir_or_exit(parser, folder, what):
+    """Create `folder` if needed and check it can be written, before any work is done."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        parser.error(f"cannot write {what} to {folder}: {error.strerror or error}")
+
+
+def replace_atomically(path, write):
+    """Call write(temporary_path) in path's folder, flush it to the disk, then rename it over
+    path and flush the folder: after a crash or a power cut, path holds the old file or the
+    whole new one, never a part."""
+    path = pathlib.Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(handle)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        write(temporary)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes files private; give the usual mode
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())        # the data on the disk before the name points at it
+        os.replace(temporary, path)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)                  # and the rename itself
+        finally:
+            os.close(folder)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+
+CHECKPOINT_FORMAT = "diffusion-walkthrough checkpoint v2"
+DEFAULT_CHECKPOINT = OUTPUTS / "model.pt"
+TRAIN_COMMAND = "python scripts/03_train.py"
+
+
+class CheckpointError(Exception):
+    """A checkpoint that is missing, unreadable, not ours, or made for other settings."""
+
+
+def save_checkpoint(path, model, schedule, args, iteration, **state):
+    """Write the weights, the schedule, the data constants, the run's arguments and any further
+    `state` (optimizer, generator, averaged weights: tensors, numbers, strings and dicts of them)
+    atomically. Everything is plain data, so it loads with weights_only=True."""
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT,
+        "model_config": dict(model.config),
+        "model_state": model.state_dict(),
+        "beta": schedule.beta.detach().cpu().double(),
+        "T": schedule.T,
+        "beta_1": float(schedule.beta[1]),
+        "roll_mean": list(roll.ROLL_MEAN),
+        "roll_std": list(roll.ROLL_STD),
+        "args": {key: (str(value) if isinstance(value, pathlib.Path) else value)
+                 for key, value in vars(args).items()},
+        "iteration": iteration,
+        **state,
+    }
+    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+    replace_atomically(path, lambda temporary: torch.save(checkpoint, temporary))
+
+
+def load_checkpoint(path, device="cpu", made_by=TRAIN_COMMAND, weights="model_state"):
+    """Load a checkpoint written by save_checkpoint: returns (model, schedule, checkpoint), the
+    model built from the checkpoint's `weights` entry. Raises CheckpointError with one line that
+    names the problem and the command (`made_by`) that makes a good one."""
+    path = pathlib.Path(path)
+    retrain = f"run `{made_by}` to make one"
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: {retrain}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated file, random bytes, pickled code: all unreadable
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated, corrupt or not a "
+                              f"torch file: {type(error).__name__}): {retrain}")
+    if not isinstance(checkpoint, dict) or not str(checkpoint.get("format", "")).startswith("diffusion-walkthrough"):
+        raise CheckpointError(f"{path} is a torch file but not a checkpoint of this walkthrough: {retrain}")
+    if checkpoint["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} was written by an older version of this code "
+                              f"({checkpoint['format']}): {retrain} again")
+    expected = {"T": common.T, "beta_1": common.BETA_1, "roll_mean": list(roll.ROLL_MEAN),
+                "roll_std": list(roll.ROLL_STD), "beta": common.make_schedule().beta}
+    for key, value in expected.items():
+        saved = checkpoint.get(key)
+        same = (torch.is_tensor(saved) and saved.shape == value.shape and torch.allclose(saved, value)
+                if torch.is_tensor(value) else saved == value)
+        if not same:
+            raise CheckpointError(f"{path} was made with another {key} than this code uses: {retrain} again")
+    try:
+        model = ReverseModel(**checkpoint["model_config"])
+        model.load_state_dict(checkpoint[weights])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{path} holds a model of another shape than this code builds "
+                              f"({type(error).__name__}): {retrain} again")
+    return model.to(device).eval(), common.schedule_from_beta(checkpoint["beta"]), checkpoint
+
+
+# --- figures -----------------------------------------------------------------------------------
+
+def save_figure(fig, path):
+    """Save a matplotlib figure atomically and close it."""
+    replace_atomically(path, lambda temporary: fig.savefig(temporary, dpi=110))
+    plt.close(fig)
+
+
+def plot_points(ax, x, title):
+    """Scatter (n, 2) points on the walkthrough's fixed square axes."""
+    x = x.detach().cpu().numpy()
+    ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.5, color="tab:blue", rasterized=True)
+    ax.set_xlim(-AXIS_LIMIT, AXIS_LIMIT)
+    ax.set_ylim(-AXIS_LIMIT, AXIS_LIMIT)
+    ax.set_aspect("equal")
+    ax.set_title(title)
+
+
+def save_points_gif(path, frames, titles, fps=8):
+    """An animation of point clouds, one frame per (n, 2) tensor, written atomically.
+    Each frame only moves the points of one scatter on bare square axes: drawing ticks again
+    for every frame would take most of the time, and the fixed frame shows the scale."""
+    fig, ax = plt.subplots(figsize=(4, 4))
+    plot_points(ax, frames[0], titles[0])
+    ax.set(xticks=[], yticks=[])
+    points = ax.collections[0]
+
+    def draw(k):
+        points.set_offsets(frames[k].detach().cpu().numpy())
+        ax.set_title(titles[k])
+
+    animation = FuncAnimation(fig, draw, frames=len(frames))
+    replace_atomically(path, lambda temporary: animation.save(temporary, writer=PillowWriter(fps=fps), dpi=60))
+    plt.close(fig)

@@ -1,0 +1,201 @@
+"""The Swiss roll: the data, its exact constants, the best any model can do on it, and how to
+score samples against the data's own law. README sections 1 (the data), 3 (the ceilings and the
+Bayes-optimal yardstick) and 4 (scoring samples).
+
+The roll is a curve with no width: angle a = 1.5 pi (1 + 2u), u ~ U(0, 1), point (a cos a, a sin a),
+each coordinate standardised with exact constants. Since the law of the data is known exactly,
+samples are scored by what is wrong with them: their distance to the curve, and where along the
+curve they fall (the curve parameter u of the nearest curve point, uniform for the data).
+"""
+import math
+
+import numpy as np
+import torch
+
+import common
+
+# Exact mean and standard deviation of the roll's two coordinates (README, chapter 1).
+# The means are closed-form integrals over the angle: 2 and 2 / (3 pi); the standard deviations
+# come from numerical quadrature. tests/test_data.py recomputes them by Simpson's rule.
+ROLL_MEAN = (2.0, 2.0 / (3.0 * math.pi))
+ROLL_STD = (6.623014529298816, 6.9512077956377105)
+ROLL_ANGLE = (1.5 * math.pi, 4.5 * math.pi)   # the roll's angle a runs over this interval
+HELDOUT_SEED = 150303585                       # the held-out set's own seed (the arXiv number)
+N_HELDOUT = 20_000                             # held-out points for K (standard error ~0.014 bits)
+
+PAPER_K_BITS = 2.35                 # the paper's Table 1, Swiss roll: K and K - L_null, bits
+PAPER_K_MINUS_NULL_BITS = 6.45
+
+OFF_CURVE = 0.05        # a sample farther than this from the curve is "off the curve"
+CURVE_POINTS = 20_000   # the grid of curve points for nearest-point search and Bayes' rule
+BAND_DRAWS = 400        # draws of real roll samples behind the 5-95% band of W1(u)
+
+
+# --- the data ------------------------------------------------------------------------------------
+
+def point_at(u):
+    """The standardised roll point at curve parameter u in [0, 1] (a float64 tensor):
+    angle a = 1.5 pi (1 + 2u), point ((a cos a, a sin a) - ROLL_MEAN) / ROLL_STD."""
+    a = ROLL_ANGLE[0] + (ROLL_ANGLE[1] - ROLL_ANGLE[0]) * u
+    return torch.stack([(a * torch.cos(a) - ROLL_MEAN[0]) / ROLL_STD[0],
+                        (a * torch.sin(a) - ROLL_MEAN[1]) / ROLL_STD[1]], dim=-1)
+
+
+def swiss_roll(n, generator=None):
+    """n points of the noiseless Swiss roll, u ~ U(0, 1) (float32)."""
+    return point_at(torch.rand(n, generator=generator, dtype=torch.float64)).float()
+
+
+def heldout_roll(n=N_HELDOUT):
+    """The held-out set: n roll points drawn from their own seed, never seen in training."""
+    return swiss_roll(n, torch.Generator().manual_seed(HELDOUT_SEED))
+
+
+def curve_grid(m=CURVE_POINTS):
+    """m curve points at equal steps of u (midpoints), float64: (u, points)."""
+    u = (torch.arange(m, dtype=torch.float64) + 0.5) / m
+    return u, point_at(u)
+
+
+# --- the best possible (README, chapter 3) -------------------------------------------------------
+
+def log_likelihood_ceiling(beta_1=common.BETA_1, n_angles=100_000):
+    """No model's log-likelihood of held-out points passes this (nats): the roll blurred across by
+    the fixed last step's Gaussian of variance beta_1, E[log p_arc(x0)] - 1/2 log(2 pi beta_1).
+    p_arc(a) = p(a) / |d x0 / d a|, p(a) = 1 / (3 pi); the expectation over a is a midpoint rule."""
+    a = ROLL_ANGLE[0] + (ROLL_ANGLE[1] - ROLL_ANGLE[0]) * (torch.arange(n_angles, dtype=torch.float64) + 0.5) / n_angles
+    speed = torch.hypot((torch.cos(a) - a * torch.sin(a)) / ROLL_STD[0],
+                        (torch.sin(a) + a * torch.cos(a)) / ROLL_STD[1])
+    log_p_arc = -math.log(ROLL_ANGLE[1] - ROLL_ANGLE[0]) - torch.log(speed)
+    return log_p_arc.mean().item() - 0.5 * math.log(2.0 * math.pi * beta_1)
+
+
+def K_ceiling(beta_1=common.BETA_1):
+    """The best K itself can reach (nats): log_likelihood_ceiling(beta_1) - (d - 1) / 2. With
+    p(x0 | x1) fixed to a Gaussian of variance beta_1, K pays E|x0 - sqrt(1 - beta_1) x1|^2 / (2 beta_1)
+    = 1/2 nat per direction across the curve that the log-likelihood does not: the best K is
+    -H(X_1) = E[log p_arc] - 1/2 log(2 pi e beta_1) in the limit of many small steps."""
+    return log_likelihood_ceiling(beta_1) - 0.5 * (common.D - 1)
+
+
+@torch.no_grad()
+def bayes_optimal_reverse(schedule, covariance="diagonal", n_curve=CURVE_POINTS, chunk=500):
+    """The best Gaussian reverse process for the roll, by brute-force Bayes over n_curve curve
+    points (equal steps of u, so equal prior weights): p(x_{t-1} | x_t) = N(mu_tilde(x_t, E[x0 | x_t]),
+    sigma_tilde^2 I + c_t^2 Cov(x0 | x_t)), the true reverse step's mean and covariance (README,
+    chapter 2), with Cov(x0 | x_t) kept whole ("full") or cut to its diagonal ("diagonal", the
+    paper's class). A yardstick for training, far too slow to sample with: a function
+    (x_t, t) -> (mean, covariance) for one t shared by all points."""
+    if covariance not in ("diagonal", "full"):
+        raise ValueError(f"covariance must be 'diagonal' or 'full', got {covariance!r}")
+    _, curve = curve_grid(n_curve)
+
+    def reverse(x_t, t):
+        t = int(torch.as_tensor(t).flatten()[0])
+        if t == 1:
+            return common.q_step(x_t, 1, schedule)
+        alpha_bar_t = float(schedule.alpha_bar[t])
+        x_t64 = x_t.double().cpu()
+        mean_x0, cov_x0 = [], []
+        for part in x_t64.split(chunk):
+            # q(x0 | x_t) over the curve points: equal prior weights, likelihood q(x_t | x0)
+            weight = torch.softmax(-torch.cdist(part, math.sqrt(alpha_bar_t) * curve) ** 2
+                                   / (2.0 * (1.0 - alpha_bar_t)), dim=1)
+            mean = weight @ curve
+            second = torch.einsum("nk,ki,kj->nij", weight, curve, curve)
+            mean_x0.append(mean)
+            cov_x0.append(second - mean.unsqueeze(-1) * mean.unsqueeze(-2))
+        mean_x0, cov_x0 = torch.cat(mean_x0), torch.cat(cov_x0)
+        if covariance == "diagonal":
+            cov_x0 = torch.diag_embed(torch.diagonal(cov_x0, dim1=-2, dim2=-1).clamp_min(0.0))
+        mean, cov = common.reverse_from_x0_moments(mean_x0, cov_x0, x_t64, t, schedule)
+        return mean.to(x_t), cov.to(x_t)
+
+    return reverse
+
+
+def heldout_K(reverse, schedule, n=N_HELDOUT, seed=0, device="cpu"):
+    """K per held-out point (nats, float64): the first n held-out points, every t summed exactly,
+    x_t drawn from a generator seeded with `seed`. The same n and seed give every reverse process
+    the same points and the same noise, so differences between two of them are paired."""
+    x0 = heldout_roll(n).to(device)
+    kl = common.kl_all_steps(reverse, x0, schedule, torch.Generator().manual_seed(seed))
+    return common.bound_K(kl, schedule)
+
+
+def mean_and_se_bits(values_nats):
+    """The mean of per-point values and its standard error, both in bits."""
+    values = common.nats_to_bits(values_nats.double())
+    return values.mean().item(), values.std().item() / math.sqrt(len(values))
+
+
+# --- scoring samples against the data's law (README, chapter 4) -----------------------------------
+
+def nearest_on_curve(x, n_curve=CURVE_POINTS, chunk=2000):
+    """For each point, the distance to the nearest of n_curve curve points and that point's u."""
+    u_grid, curve = curve_grid(n_curve)
+    distance, u = [], []
+    for part in torch.as_tensor(x).double().cpu().split(chunk):
+        d, index = torch.cdist(part, curve).min(dim=1)
+        distance.append(d)
+        u.append(u_grid[index])
+    return torch.cat(distance), torch.cat(u)
+
+
+def ks_uniform(u):
+    """Kolmogorov-Smirnov test of u against U(0, 1): (statistic D_n, p-value).
+    D_n = sup |F_n(u) - u|; p from the Kolmogorov distribution, P(D > d) =
+    2 sum_k (-1)^(k-1) exp(-2 k^2 lambda^2), with Stephens' small-sample correction
+    lambda = (sqrt(n) + 0.12 + 0.11 / sqrt(n)) d."""
+    u = np.sort(np.asarray(u, dtype=np.float64))
+    n = len(u)
+    i = np.arange(1, n + 1)
+    statistic = max(np.max(i / n - u), np.max(u - (i - 1) / n))
+    lam = (math.sqrt(n) + 0.12 + 0.11 / math.sqrt(n)) * statistic
+    k = np.arange(1, 101)
+    p = 2.0 * np.sum((-1.0) ** (k - 1) * np.exp(-2.0 * k ** 2 * lam ** 2))
+    return float(statistic), float(min(max(p, 0.0), 1.0))
+
+
+def w1_uniform(u):
+    """W1 between the empirical law of u and U(0, 1): the integral of |F_n(s) - s| over [0, 1],
+    exact for a step function (each piece between sorted values integrated in closed form)."""
+    u = np.sort(np.clip(np.asarray(u, dtype=np.float64), 0.0, 1.0))
+    n = len(u)
+    edges = np.concatenate([[0.0], u, [1.0]])
+    level = np.arange(n + 1) / n             # F_n on [edges[k], edges[k+1])
+    lo, hi = edges[:-1], edges[1:]
+
+    def integral(a, b, c):                  # integral of |c - s| over [a, b]
+        below = np.clip(c, a, b)
+        return ((below - a) * c - (below ** 2 - a ** 2) / 2) + ((b ** 2 - below ** 2) / 2 - (b - below) * c)
+
+    return float(np.sum(integral(lo, hi, level)))
+
+
+def w1_band(n, draws=BAND_DRAWS, seed=0):
+    """The 5-95% range of W1(u) for n samples of the roll itself: for the data u is exactly U(0, 1),
+    so this is the spread that chance alone gives at this size."""
+    rng = np.random.default_rng(seed)
+    values = [w1_uniform(rng.random(n)) for _ in range(draws)]
+    return float(np.quantile(values, 0.05)), float(np.quantile(values, 0.95))
+
+
+def score_samples(x):
+    """What is wrong with samples x (n, 2): a dict with the median distance to the curve, the
+    share off the curve (farther than OFF_CURVE), the KS statistic and p-value of their position
+    u along the curve against the data's uniform law, W1(u), and the band W1(u) has for real roll
+    samples of the same size."""
+    distance, u = nearest_on_curve(x)
+    ks, p = ks_uniform(u.numpy())
+    return {"n": len(u), "median_distance": distance.median().item(),
+            "off_curve": (distance > OFF_CURVE).double().mean().item(),
+            "ks": ks, "ks_p": p, "w1_u": w1_uniform(u.numpy()), "w1_band": w1_band(len(u))}
+
+
+def describe_scores(scores):
+    """One line for a score_samples dict, e.g. `off-curve 0.40%  along-curve KS p = 0.03 ...`."""
+    lo, hi = scores["w1_band"]
+    return (f"off-curve {100 * scores['off_curve']:.2f}%  along-curve KS p = {scores['ks_p']:.2g}  "
+            f"W1(u) = {scores['w1_u']:.4f} (real roll: {lo:.4f}-{hi:.4f})  "
+            f"median distance {scores['median_distance']:.4f}")
