@@ -84,7 +84,7 @@ def main():
         # so their differences are measured far more precisely than any K alone.
         n = args.yardstick_points
         model, schedule, _ = plumbing.load_checkpoint(plumbing.OUTPUTS / "benchmark.pt")
-        trained = roll.heldout_K(common.reverse_of(model.double(), schedule), schedule, n, args.seed)
+        trained = roll.heldout_K(common.reverse_of(model, schedule), schedule, n, args.seed)
         print(f"trained ({model.config['covariance']}): K = {roll.mean_and_se_bits(trained)[0]:.3f} bits "
               f"on {n} held-out points")
         for covariance in ("diagonal", "full"):

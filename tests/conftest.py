@@ -19,9 +19,13 @@ or as plain functions, e.g. inside a module-scoped fixture: `from conftest impor
   on the handle for the CompletedProcess. Use it to run slow scripts side by side (2 cores).
 - `load_script(name)`  imports a numbered script (e.g. "04_sample.py") as a module with importlib,
   without running its `main()`; the module is cached, so every caller gets the same object.
+- `keep_process_settings`  a fixture for tests that run a script's main() in this process: it
+  puts back what main() changes for the whole process (torch's generator, deterministic
+  algorithms, flushing denormals, the Ctrl-C handler, the environment) when the test ends.
 """
 import importlib.util
 import os
+import signal
 import pathlib
 import subprocess
 import sys
@@ -36,6 +40,7 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")  # no screen in CI; set before anything imports pyplot
 os.environ["MPLBACKEND"] = "Agg"  # and for the scripts run as subprocesses
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -126,3 +131,24 @@ def _start_script_fixture():
 def _load_script_fixture():
     """The `load_script` function as a fixture."""
     return load_script
+
+
+@pytest.fixture
+def keep_process_settings():
+    """Undo, after the test, the process-wide settings a script's main() makes: it seeds torch,
+    turns on deterministic algorithms, flushes denormal floats and (03_train.py) takes over
+    Ctrl-C; none of that may leak into the tests that run after it in the same process."""
+    torch_rng, numpy_rng = torch.get_rng_state(), np.random.get_state()
+    deterministic = (torch.are_deterministic_algorithms_enabled(),
+                     torch.is_deterministic_algorithms_warn_only_enabled())
+    sigint, environment = signal.getsignal(signal.SIGINT), dict(os.environ)
+    yield
+    torch.set_flush_denormal(False)
+    if deterministic != (torch.are_deterministic_algorithms_enabled(),
+                         torch.is_deterministic_algorithms_warn_only_enabled()):
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+    torch.set_rng_state(torch_rng)
+    np.random.set_state(numpy_rng)   # the tests disturb numpy's global generator on purpose
+    signal.signal(signal.SIGINT, sigint)
+    os.environ.clear()
+    os.environ.update(environment)

@@ -220,6 +220,56 @@ def test_reverse_from_x0_moments_matches_the_sampled_mixture():
     assert abs(cov[0, 0, 1].item()) > 10 * se_cov[0, 1].item(), "the test case should have correlated coordinates"
 
 
+def true_eps_network(x0, schedule, factor):
+    """A stand-in for the network that knows x0: it returns the noise that turned x0 into x_t,
+    eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t), with abar_t from a Python loop, and the
+    given factor L for every point."""
+    abar = torch.tensor(alpha_bar_by_loop(schedule.beta), dtype=torch.float64)
+
+    def network(x_t, t):
+        a = abar[t].unsqueeze(-1)
+        return (x_t - a.sqrt() * x0) / (1.0 - a).sqrt(), factor.expand(len(x_t), 2, 2)
+    return network
+
+
+def test_p_reverse_with_the_true_noise_and_no_doubt_is_the_posterior_at_every_step():
+    """For every t = 2..T: a network that returns the true eps (so x0_hat = x0) and a vanishing
+    factor L (no doubt about x0) must make p(x_{t-1} | x_t) the posterior q(x_{t-1} | x_t, x0),
+    mean and covariance, to float64 precision. Catches a wrong x0_hat, wrong coefficients or a
+    step read from the wrong row of the tables."""
+    g = gen(21)
+    x0 = roll.swiss_roll(32, g).double()
+    network = true_eps_network(x0, SCHEDULE, torch.zeros(2, 2, dtype=torch.float64))
+    for t in range(2, T + 1):
+        steps = torch.full((32,), t)
+        x_t = common.sample_gaussian(*common.q_closed_form(x0, steps, SCHEDULE), g)
+        mean, cov = common.p_reverse(network, x_t, steps, SCHEDULE)
+        want_mean, want_cov = common.q_posterior(x0, x_t, t, SCHEDULE)
+        mean_gap = (mean - want_mean).abs().max().item()
+        cov_gap = ((cov - want_cov).abs().max() / want_cov[0, 0, 0]).item()
+        assert mean_gap < 1e-9 and cov_gap < 1e-9, (
+            f"t={t}: p_reverse with the true eps and L = 0 differs from the posterior: mean by {mean_gap:.3g}, "
+            f"covariance by {cov_gap:.3g} of the posterior variance")
+
+
+@pytest.mark.parametrize("t", [2, 20, T])
+def test_p_reverse_adds_the_networks_doubt_about_x0_scaled_by_c_t_squared(t):
+    """With a factor L, the reverse covariance is sigma_tilde_t^2 I + c_t^2 (1 - abar_t) L L^T,
+    c_t = sqrt(abar_{t-1}) beta_t / (1 - abar_t) (README, chapter 2), here computed from Python
+    floats and written out entry by entry for L = [[0.5, 0], [0.3, 0.2]]."""
+    x0 = roll.swiss_roll(4, gen(22)).double()
+    L = torch.tensor([[0.5, 0.0], [0.3, 0.2]], dtype=torch.float64)
+    x_t = torch.randn(4, 2, generator=gen(23), dtype=torch.float64)
+    _, cov = common.p_reverse(true_eps_network(x0, SCHEDULE, L), x_t, torch.full((4,), t), SCHEDULE)
+    beta_t = float(BETA[t])
+    c_t = math.sqrt(ABAR[t - 1]) * beta_t / (1 - ABAR[t])
+    floor = beta_t * (1 - ABAR[t - 1]) / (1 - ABAR[t])
+    doubt = c_t ** 2 * (1 - ABAR[t])
+    want = [[floor + doubt * 0.25, doubt * 0.15], [doubt * 0.15, floor + doubt * (0.09 + 0.04)]]
+    gap = (cov - torch.tensor(want, dtype=torch.float64)).abs().max().item() / floor
+    assert gap < 1e-9, f"t={t}: reverse covariance {cov[0].tolist()}, expected {want} (gap {gap:.3g} of the floor)"
+
+
 def test_kl_gaussian_matches_monte_carlo():
     """kl_gaussian equals E_q[log q(x) - log p(x)] estimated from samples of q.
 

@@ -119,24 +119,9 @@ def can_create_a_file_in(folder):
 
 
 @pytest.fixture(autouse=True)
-def _keep_process_settings():
-    """main() seeds torch and numpy, turns on deterministic algorithms, flushes denormal floats
-    and (03_train.py) takes over Ctrl-C: process-wide settings that must not leak into the tests
-    that run after these in the same process."""
-    torch_rng, numpy_rng = torch.get_rng_state(), np.random.get_state()
-    deterministic = (torch.are_deterministic_algorithms_enabled(),
-                     torch.is_deterministic_algorithms_warn_only_enabled())
-    sigint, environment = signal.getsignal(signal.SIGINT), dict(os.environ)
+def _keep_process_settings(keep_process_settings):
+    """Every test here may run a script's main() in this process (conftest.keep_process_settings)."""
     yield
-    torch.set_flush_denormal(False)
-    if deterministic != (torch.are_deterministic_algorithms_enabled(),
-                         torch.is_deterministic_algorithms_warn_only_enabled()):
-        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
-    torch.set_rng_state(torch_rng)
-    np.random.set_state(numpy_rng)
-    signal.signal(signal.SIGINT, sigint)
-    os.environ.clear()
-    os.environ.update(environment)
 
 
 @pytest.fixture(scope="module")
@@ -484,7 +469,54 @@ def test_unwritable_output_path_is_refused_before_any_work(script, option, where
     assert files_in(tmp_path) == before, f"files written despite the error: {sorted(files_in(tmp_path))}"
 
 
+@pytest.mark.parametrize("script, option, name", [("03_train.py", "--checkpoint", "model.pt"),
+                                                  ("04_sample.py", "--out", "samples.npy")])
+def test_output_that_is_a_folder_is_refused_suggesting_a_file_of_the_right_kind(
+        script, option, name, good_checkpoint, tmp_path, no_work_allowed, monkeypatch, capsys):
+    # The suggestion is what the reader will type next: the checkpoint's or the samples' name.
+    options = {"--images": tmp_path / "images", "--device": "cpu"}
+    if script == "04_sample.py":
+        options["--checkpoint"] = good_checkpoint
+    options[option] = tmp_path
+    code, _, err = call_main(script, [text for pair in options.items() for text in pair], monkeypatch, capsys)
+    line = the_error_line(err, f"{script} {option} {tmp_path}")
+    assert code == 2 and f"e.g. {tmp_path / name}" in line, (
+        f"{script} {option} <a folder>: exit {code}; the message should suggest {tmp_path / name}: {line}")
+
+
 # --- faults: nothing lost (in-process) ----------------------------------------------------------
+
+def test_atomic_write_syncs_the_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
+    # What makes a write survive a power cut, not only a crash: the new file's bytes reach the
+    # disk (fsync) before its name replaces the old one, and the folder, which holds the name,
+    # is synced after the rename. Files are told apart by their inode, which a rename keeps.
+    events, real_fsync, real_replace = [], os.fsync, os.replace
+
+    def identity(stat):
+        return stat.st_dev, stat.st_ino
+
+    def fsync(fd):
+        events.append(("fsync", identity(os.fstat(fd))))
+        real_fsync(fd)
+
+    def replace(source, target):
+        events.append(("rename", identity(os.stat(source))))
+        real_replace(source, target)
+
+    def write(temporary):
+        pathlib.Path(temporary).write_bytes(b"the new contents")
+        events.append(("written", identity(os.stat(temporary))))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"the old contents")
+    plumbing.replace_atomically(path, write)
+    new, folder = identity(os.stat(path)), identity(os.stat(tmp_path))
+    want = [("written", new), ("fsync", new), ("rename", new), ("fsync", folder)]
+    assert events == want, f"replace_atomically did {events}, expected write, fsync file, rename, fsync folder: {want}"
+    assert path.read_bytes() == b"the new contents" and [p.name for p in tmp_path.iterdir()] == ["data.bin"]
+
 
 def test_checkpoint_write_cut_off_midway_keeps_the_old_checkpoint_and_leaves_no_temp_file(
         good_checkpoint, tmp_path, monkeypatch, capsys):
@@ -680,3 +712,74 @@ def test_same_seed_gives_bit_identical_samples_and_printed_scores(good_checkpoin
     assert lines[0] and lines[0] == lines[1], f"printed scores differ: {lines}"
     for name in ("a", "b"):
         assert list(files_in(tmp_path / name)) == ["samples.npy"], f"files left: {sorted(files_in(tmp_path / name))}"
+
+
+# --- --resume continues the very run that stopped (in-process) ----------------------------------
+
+RESUMABLE = ("--iters", 12, "--batch-size", 64, "--seed", 3, "--device", "cpu")
+
+
+def train_in_process(folder, extra, monkeypatch, capsys, stop_after=None):
+    """03_train.py's main() on RESUMABLE + extra, checkpoint in folder; with stop_after = k, a
+    real SIGINT arrives during iteration k (the kth loss), as a Ctrl-C would. The held-out K at
+    the end is measured on 200 points instead of 20,000: this property is about the weights."""
+    real_kl, real_heldout_K, losses = common.kl_one_step, roll.heldout_K, []
+
+    def kl_one_step(*args, **kwargs):
+        losses.append(True)
+        if len(losses) == stop_after:
+            signal.raise_signal(signal.SIGINT)
+        return real_kl(*args, **kwargs)
+
+    monkeypatch.setattr(common, "kl_one_step", kl_one_step)
+    monkeypatch.setattr(roll, "heldout_K", lambda reverse, schedule, n=None, **kw: real_heldout_K(reverse, schedule, 200, **kw))
+    args = [*RESUMABLE, "--checkpoint", folder / "model.pt", "--images", folder / "images", *extra]
+    code, out, err = call_main("03_train.py", args, monkeypatch, capsys)
+    monkeypatch.setattr(common, "kl_one_step", real_kl)
+    monkeypatch.setattr(roll, "heldout_K", real_heldout_K)
+    return code, out, err
+
+
+def test_resumed_run_is_bit_identical_to_one_that_never_stopped(tmp_path, monkeypatch, capsys):
+    # Ctrl-C during iteration 5 of 12, then --resume; against the same 12 iterations in one go.
+    # The resumed run must draw the batches the unstopped run drew next (the generator's state
+    # is in the checkpoint), not replay batches 0..4 from the seed.
+    code, out, err = train_in_process(tmp_path / "stopped", [], monkeypatch, capsys, stop_after=5)
+    assert code == 130, f"the interrupted run exited {code}, expected 130:\n{out}\n{err[-2000:]}"
+    saved = torch.load(tmp_path / "stopped" / "model.pt", weights_only=True)["iteration"]
+    assert saved == 5, f"Ctrl-C during iteration 5 saved the state after iteration {saved}"
+    code, out, err = train_in_process(tmp_path / "stopped", ["--resume"], monkeypatch, capsys)
+    assert code == 0, f"--resume exited {code}:\n{out}\n{err[-2000:]}"
+    code, out, err = train_in_process(tmp_path / "straight", [], monkeypatch, capsys)
+    assert code == 0, f"the uninterrupted run exited {code}:\n{err[-2000:]}"
+    resumed, straight = (torch.load(tmp_path / name / "model.pt", weights_only=True) for name in ("stopped", "straight"))
+    assert resumed["iteration"] == straight["iteration"] == 12
+    differing = [key for key in straight["model_state"]
+                 if not torch.equal(resumed["model_state"][key], straight["model_state"][key])]
+    assert not differing, (f"interrupted at 5 and resumed, the weights differ from a run that never stopped in "
+                           f"{differing}: largest gap "
+                           f"{max((resumed['model_state'][k] - straight['model_state'][k]).abs().max().item() for k in differing):.3g}")
+    moments = [(a, b) for a, b in zip(resumed["optimizer_state"]["state"].values(), straight["optimizer_state"]["state"].values())]
+    assert all(torch.equal(a["exp_avg_sq"], b["exp_avg_sq"]) and torch.equal(a["step"], b["step"]) for a, b in moments), (
+        "the optimizer's moments differ between the resumed and the unstopped run")
+    assert torch.equal(resumed["generator_state"], straight["generator_state"]), "the generators ended in different states"
+
+
+@pytest.mark.parametrize("option, other", [("--iters", "13"), ("--lr", "0.002"), ("--batch-size", "32"),
+                                           ("--covariance", "diagonal")])
+def test_resume_with_other_settings_is_refused_in_one_line(option, other, tmp_path, monkeypatch, capsys):
+    # A checkpoint saved by Ctrl-C, resumed with one setting changed: one line naming the option,
+    # the checkpoint's value and the value given, exit status 1, the checkpoint left as it was.
+    code, _, _ = train_in_process(tmp_path, [], monkeypatch, capsys, stop_after=2)
+    assert code == 130, f"the interrupted run exited {code}"
+    before = files_in(tmp_path)
+    stored = torch.load(tmp_path / "model.pt", weights_only=True)["args"][option[2:].replace("-", "_")]
+    args = [*RESUMABLE, "--checkpoint", tmp_path / "model.pt", "--images", tmp_path / "images", "--resume",
+            option, other]
+    code, out, err = call_main("03_train.py", args, monkeypatch, capsys)
+    assert code == 1, f"--resume {option} {other} over a run with {option} {stored}: exit {code}, expected 1\n{out}"
+    line = the_error_line(err, f"--resume {option} {other}")
+    assert option in line and str(stored) in line and other in line, (
+        f"the message should name {option}, the checkpoint's {stored} and the {other} given: {line}")
+    assert "resuming" not in out and "trained" not in out, f"training went on despite the refusal:\n{out}"
+    assert files_in(tmp_path) == before, "the checkpoint changed despite the refusal"

@@ -5,6 +5,7 @@ The trained model comes from a short training run inside this file, so these tes
 for (or depend on) scripts/03_train.py.
 """
 import argparse
+import math
 import re
 
 import numpy as np
@@ -121,6 +122,32 @@ def test_sampling_applies_all_T_reverse_steps_ending_at_x0(checkpoint):
     assert len(trajectory) == T + 1, f"trajectory has {len(trajectory)} entries, expected T + 1 = {T + 1}"
     moved = (trajectory[0] - trajectory[1]).abs().max().item()
     assert moved > 0, "x0 equals x1: the last step p(x0 | x1) was not applied"
+
+
+def test_last_sampling_step_draws_x0_with_variance_beta_1_around_x1():
+    """p(x0 | x1) is a Gaussian of variance beta_1 (paper eq. 44), and the sampler draws from
+    it: with every earlier step a point mass at one x1, the n samples x0 spread around
+    sqrt(1 - beta_1) x1 with variance beta_1 per coordinate (within 5 standard errors,
+    SE = beta_1 sqrt(2 / n)). A last step that returns the mean without noise gives variance 0."""
+    schedule, n = common.make_schedule(), 20_000
+    x1 = torch.tensor([0.7, -1.2], dtype=torch.float64)
+    model = ReverseModel().double()   # asked nothing: t = 1 is the fixed kernel
+
+    def reverse(x_t, t):
+        if t >= 2:   # every sample reaches the same x1
+            return x1.expand(len(x_t), 2), torch.zeros(len(x_t), 2, 2, dtype=torch.float64)
+        return common.p_reverse(model, x_t, t, schedule)
+
+    trajectory = common.sample_chain(reverse, n, schedule.T, torch.Generator().manual_seed(4))
+    x0 = trajectory[0].double()
+    assert torch.equal(trajectory[1].double(), x1.expand(n, 2)), "the stand-in did not put every sample at x1"
+    beta_1 = float(schedule.beta[1])
+    var, se = x0.var(0), beta_1 * math.sqrt(2 / n)
+    assert ((var - beta_1).abs() < 5 * se).all(), (
+        f"x0 given x1 has variance {var.tolist()} per coordinate, expected beta_1 = {beta_1} (5 SE = {5 * se:.2g})")
+    centre = math.sqrt(1 - beta_1) * x1
+    mean_gap = ((x0.mean(0) - centre).abs() / math.sqrt(beta_1 / n)).max().item()
+    assert mean_gap < 5, f"x0 given x1 has mean {x0.mean(0).tolist()}, expected {centre.tolist()} ({mean_gap:.1f} SE)"
 
 
 def test_exact_reverse_kernel_keeps_standard_normal_data_standard_normal():

@@ -1,8 +1,11 @@
-"""Chapter 3: training raises the bound, and the step index means the same thing in the loss and
-in the sampler (the scripts this project grew from trained head t-2 and sampled with head t-1)."""
+"""Chapter 3: training raises the bound, every step t = 2..T is trained, the learning rate follows
+its warm-up and cosine, and the step index means the same thing in the loss and in the sampler
+(the scripts this project grew from trained head t-2 and sampled with head t-1)."""
 import math
 import re
+import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -10,7 +13,7 @@ import common
 import plumbing
 import roll
 from model import ReverseModel
-from conftest import run_script
+from conftest import load_script, run_script
 
 K_LINE = re.compile(r"^K = (-?[\d.]+) bits  \(K - L_null = (-?[\d.]+) bits; paper Table 1: 2\.35 / 6\.45\)$",
                     re.MULTILINE)
@@ -74,3 +77,81 @@ def test_sampler_asks_the_network_about_the_same_step_as_the_loss(trained):
     common.kl_one_step(lambda x_t, t: (loss_steps.append(int(t[0])), common.p_reverse(model, x_t, t, schedule))[1],
                        roll.heldout_roll(10), torch.full((10,), 7), schedule)
     assert loss_steps == [7], f"the loss for the KL of step 7 asked the reverse process about {loss_steps}"
+
+
+# --- what the training loop draws and how fast it steps (in-process) ------------------------------
+
+class StopTraining(BaseException):
+    """Raised from inside the training loop once the test has seen what it needs."""
+
+
+def test_training_draws_every_step_from_2_to_T_uniformly(tmp_path, monkeypatch, keep_process_settings):
+    """The steps t of one batch of 20,000 pairs, as 03_train.py draws them: every t from 2 to T
+    appears (torch.randint(2, T) would never draw T) and none outside, with counts uniform by a
+    chi-square test (38 degrees of freedom; 80 is passed by chance with probability ~1e-4)."""
+    drawn = []
+
+    def kl_one_step(reverse, x0, t, schedule, generator=None):
+        drawn.append(t.cpu())
+        raise StopTraining
+
+    monkeypatch.setattr(common, "kl_one_step", kl_one_step)
+    monkeypatch.setattr(sys, "argv", ["03_train.py", "--iters", "1", "--batch-size", "20000", "--device", "cpu",
+                                      "--checkpoint", str(tmp_path / "model.pt"), "--images", str(tmp_path)])
+    with pytest.raises(StopTraining):
+        load_script("03_train.py").main()
+    t = drawn[0]
+    T = common.T
+    counts = torch.bincount(t, minlength=T + 1)
+    assert t.shape == (20000,) and counts[:2].sum() == 0 and len(counts) == T + 1, (
+        f"steps drawn outside 2..{T}: min {t.min().item()}, max {t.max().item()}")
+    missing = [s for s in range(2, T + 1) if counts[s] == 0]
+    assert not missing, f"steps never drawn in 20,000 draws: {missing}"
+    expected = len(t) / (T - 1)
+    chi2 = ((counts[2:].double() - expected) ** 2 / expected).sum().item()
+    assert chi2 < 80, f"step counts are not uniform over 2..{T}: chi-square {chi2:.1f} on 38 dof; counts {counts[2:].tolist()}"
+
+
+def warmup_then_cosine(iters, peak):
+    """The schedule the README states, written out independently: over the first 2% of the run
+    (at least one iteration) the rate climbs in equal steps from peak / length to peak, then
+    falls as peak cos^2(pi / 2 * fraction of the remaining run done), which is the cosine decay
+    peak (1 + cos(pi x)) / 2 in another form."""
+    length = max(1, round(iters / 50))
+    ramp = np.linspace(peak / length, peak, length)
+    x = np.arange(iters - length) / (iters - length)
+    return np.concatenate([ramp, peak * np.cos(np.pi / 2 * x) ** 2])
+
+
+@pytest.mark.parametrize("iters", [1, 2, 3, 49, 1000, 4321])
+def test_learning_rate_warms_up_then_decays_on_a_cosine_and_is_never_0(iters):
+    train = load_script("03_train.py")
+    peak = 3e-3
+    got = np.array([train.learning_rate(i, iters, peak) for i in range(iters)])
+    want = warmup_then_cosine(iters, peak)
+    gap = np.abs(got - want).max() / peak
+    assert gap < 1e-12, f"--iters {iters}: learning rates differ from warm-up + cosine by {gap:.3g} of the peak; " \
+                        f"first {got[:3].tolist()}, expected {want[:3].tolist()}"
+    assert got.min() > 0, f"--iters {iters}: the learning rate is 0 at iteration {int(got.argmin())}: a wasted step"
+    assert abs(got.max() - peak) < 1e-15, f"--iters {iters}: the rate peaks at {got.max()}, not {peak}"
+
+
+def test_every_optimizer_step_uses_the_scheduled_learning_rate(tmp_path, monkeypatch, keep_process_settings):
+    """03_train.py sets the rate before each Adam step: the rates of the 5 steps of a 5-iteration
+    run are the schedule's for i = 0..4, the first one included (not 0, not the peak)."""
+    used, real_step = [], torch.optim.Adam.step
+
+    def step(self, *args, **kwargs):
+        used.append(self.param_groups[0]["lr"])
+        if len(used) == 5:
+            raise StopTraining
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    monkeypatch.setattr(sys, "argv", ["03_train.py", "--iters", "5", "--batch-size", "16", "--lr", "0.002",
+                                      "--device", "cpu", "--checkpoint", str(tmp_path / "model.pt"),
+                                      "--images", str(tmp_path)])
+    with pytest.raises(StopTraining):
+        load_script("03_train.py").main()
+    want = warmup_then_cosine(5, 0.002).tolist()
+    assert np.allclose(used, want, rtol=1e-12, atol=0), f"Adam stepped with learning rates {used}, expected {want}"

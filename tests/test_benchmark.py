@@ -1,0 +1,67 @@
+"""scripts/benchmark.py: bad numbers are refused in one line before any training, and its whole
+path on tiny settings (one 3-iteration training run read back from 03_train.py's output, then
+the Bayes-optimal yardsticks on 20 held-out points) prints a row and three paired K lines."""
+import re
+import sys
+
+import pytest
+
+import plumbing
+import roll
+from conftest import load_script
+
+ROW = re.compile(r"^\s*(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(-?[\d.]+)\s+(-?[\d.]+)$", re.MULTILINE)
+TRAINED = re.compile(r"^trained \((\w+)\): K = (-?[\d.]+) bits on (\d+) held-out points$", re.MULTILINE)
+ORACLE = re.compile(r"^oracle (diagonal|full): K = (-?[\d.]+) bits  \(se ([\d.]+)\); ([+-][\d.]+) bits "
+                    r"\(se ([\d.]+)\) from the trained model, paired$", re.MULTILINE)
+
+
+def run_benchmark(args, tmp_path, monkeypatch, capsys):
+    """benchmark.py's main() in this process, its checkpoint in tmp_path: (exit status, out, err)."""
+    monkeypatch.setattr(plumbing, "OUTPUTS", tmp_path)   # never touch the repository's outputs/
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(sys, "argv", ["benchmark.py", *map(str, args)])
+    try:
+        load_script("benchmark.py").main()
+        code = 0
+    except SystemExit as exit:
+        code = exit.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("args, option", [(["--yardstick-points", "-5"], "--yardstick-points"),
+                                          (["--yardstick-points", str(roll.N_HELDOUT + 1)], "--yardstick-points"),
+                                          (["--yardstick-points", "ten"], "--yardstick-points"),
+                                          (["--iters", "0"], "--iters"),
+                                          (["--seed", "-1"], "--seed")])
+def test_bad_number_is_refused_in_one_line_before_training(args, option, tmp_path, monkeypatch, capsys):
+    def no_training(*args, **kwargs):
+        raise AssertionError("benchmark.py started training despite a bad number")
+
+    monkeypatch.setattr(load_script("benchmark.py"), "train", no_training)
+    code, out, err = run_benchmark(args, tmp_path, monkeypatch, capsys)
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert code == 2 and len(errors) == 1, f"{' '.join(args)}: exit {code}, error lines {errors}\n{err}"
+    assert f"argument {option}" in errors[0] and "Traceback" not in err, errors[0]
+    if option == "--yardstick-points":
+        assert f"from 0 to {roll.N_HELDOUT}" in errors[0], f"the message does not give the range: {errors[0]}"
+    assert not any(tmp_path.iterdir()), f"files written: {list(tmp_path.iterdir())}"
+
+
+def test_tiny_benchmark_reads_the_training_run_and_measures_the_yardsticks(tmp_path, monkeypatch, capsys):
+    # One real 03_train.py run of 3 iterations, then both yardsticks on 20 points (~20 s on 2 cores).
+    code, out, err = run_benchmark(["--iters", 3, "--yardstick-points", 20, "--device", "cpu"], tmp_path,
+                                   monkeypatch, capsys)
+    assert code == 0, f"benchmark.py exited {code}:\n{out}\n{err[-2000:]}"
+    rows = ROW.findall(out)
+    assert len(rows) == 1 and rows[0][0] == "3", f"expected one row for 3 iterations:\n{out}"
+    trained = TRAINED.search(out)
+    assert trained and trained[1] == "full" and trained[3] == "20", f"no 'trained' line for 20 points:\n{out}"
+    oracles = {m[1]: m for m in ORACLE.finditer(out)}
+    assert set(oracles) == {"diagonal", "full"}, f"oracle lines missing:\n{out}"
+    for covariance, m in oracles.items():
+        gap = float(m[2]) - float(trained[2])
+        assert abs(gap - float(m[4])) < 2e-3, f"{covariance}: the paired gap {m[4]} is not K {m[2]} - trained {trained[2]}"
+        assert float(m[4]) > 0, f"the Bayes-optimal {covariance} K {m[2]} is not above a 3-iteration model's {trained[2]}"
+    assert [p.name for p in tmp_path.iterdir()] == ["benchmark.pt"], f"left behind: {list(tmp_path.iterdir())}"
