@@ -7,6 +7,7 @@ with x0 of the chain's points and of the closed form's points next to the theory
 largest gap in standard errors.
 
 Figures (into images/):
+- 01_markov_chain.png          the chain x_0 -> x_1 -> ... -> x_T: q forward, p backward
 - 01_chain_vs_closed_form.png  the roll at t = 0, T/2, T, by the chain and by the closed form
 - 01_schedule.png              beta_t and alpha_bar_t against t
 - 01_forward_process.gif       the roll dissolving into noise, step by step
@@ -38,6 +39,38 @@ def gap_in_standard_errors(terms, reference):
     """Largest |mean of terms - reference| over the three moments, in standard errors."""
     stderr = terms.std(0) / terms.shape[0] ** 0.5
     return ((terms.mean(0) - reference).abs() / stderr.clamp_min(1e-12)).max().item()
+
+
+def draw_markov_chain(x0, x_T, path):
+    """The diagram of the two Markov chains over x_0, ..., x_T: q adds noise going right, p (to be
+    learned) removes it going left; the clouds under the ends are the chain's own points."""
+    nodes = [("$x_0$", 0.0), ("$x_1$", 1.3), ("$\\cdots$", 2.5), ("$x_{t-1}$", 3.7), ("$x_t$", 5.3),
+             ("$\\cdots$", 6.5), ("$x_T$", 7.7)]
+    fig, ax = plt.subplots(figsize=(11, 2.9))
+    for label, x in nodes:
+        if "cdots" in label:
+            ax.text(x, 0, label, ha="center", va="center", fontsize=18)
+        else:
+            ax.add_patch(plt.Circle((x, 0), 0.36, facecolor="white", edgecolor="black", lw=1.5))
+            ax.text(x, 0, label, ha="center", va="center", fontsize=16)
+    for (_, left), (_, right) in zip(nodes, nodes[1:]):   # q forward above, p backward below
+        ax.annotate("", xy=(right - 0.3, 0.25), xytext=(left + 0.3, 0.25),
+                    arrowprops=dict(arrowstyle="-|>", color="tab:blue", lw=1.5, connectionstyle="arc3,rad=-0.4"))
+        ax.annotate("", xy=(left + 0.3, -0.25), xytext=(right - 0.3, -0.25),
+                    arrowprops=dict(arrowstyle="-|>", color="tab:red", lw=1.5, connectionstyle="arc3,rad=-0.4"))
+    ax.text(4.5, 0.95, "$q(x_t \\mid x_{t-1}) = \\mathcal{N}(\\sqrt{1-\\beta_t}\\,x_{t-1},\\ \\beta_t I)$: "
+            "adds noise (fixed)", ha="center", color="tab:blue", fontsize=12)
+    ax.text(4.5, -1.05, "$p(x_{t-1} \\mid x_t)$: removes it (learned, chapters 2-3)",
+            ha="center", color="tab:red", fontsize=12)
+    for points, left, caption in ((x0, -1.65, "$x_0$: data"), (x_T, 8.35, "$x_T$: noise")):
+        inset = ax.inset_axes([left, -0.6, 1.2, 1.2], transform=ax.transData)
+        inset.scatter(*points[:GIF_POINTS].cpu().T, s=0.5, color="gray", rasterized=True)
+        inset.set(xlim=(-plumbing.AXIS_LIMIT, plumbing.AXIS_LIMIT), ylim=(-plumbing.AXIS_LIMIT, plumbing.AXIS_LIMIT),
+                  xticks=[], yticks=[], aspect="equal", title=caption)
+    ax.set(xlim=(-1.75, 9.65), ylim=(-1.25, 1.2), aspect="equal")
+    ax.axis("off")
+    fig.tight_layout()
+    plumbing.save_figure(fig, path)
 
 
 def main():
@@ -82,6 +115,9 @@ def main():
     print(f"largest gap over all t: chain vs closed form {chain_vs_jump:.2f}, "
           f"closed form vs theory {jump_vs_theory:.2f} standard errors")
 
+    # Figure: the chain itself, with our symbols (README, "The chain").
+    draw_markov_chain(x0, chain[T], args.images / "01_markov_chain.png")
+
     # Figure: both roads side by side at t = 0, T/2, T.
     shown = [0, T // 2, T]
     fig, axes = plt.subplots(2, 3, figsize=(10, 6.8))
@@ -108,8 +144,8 @@ def main():
     plumbing.save_points_gif(args.images / "01_forward_process.gif",
                              [x_t[:GIF_POINTS] for x_t in chain],
                              [f"forward process, t = {t}" for t in range(T + 1)])
-    print(f"figures written to {args.images}/: 01_chain_vs_closed_form.png, 01_schedule.png, "
-          f"01_forward_process.gif")
+    print(f"figures written to {args.images}/: 01_markov_chain.png, 01_chain_vs_closed_form.png, "
+          f"01_schedule.png, 01_forward_process.gif")
 
 
 if __name__ == "__main__":
