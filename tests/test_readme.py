@@ -52,3 +52,15 @@ def test_ci_runs_the_readme_test_command():
 def test_readme_has_no_unfilled_placeholders():
     leftovers = re.findall(r"\b[A-Z][A-Z0-9]*_(?:TIME|OUT|TABLE|TEXT)\b", README)
     assert not leftovers, f"placeholders left in the README: {leftovers}"
+
+
+def test_every_function_the_readme_names_exists():
+    """Each `common.x`, `roll.x`, `model.x` and `plumbing.x` in the README names something those
+    modules define, so a reader who looks a formula's function up finds it."""
+    import importlib
+    named = {(module, name) for module, name in re.findall(r"`(common|roll|model|plumbing)\.(\w+)", README)
+             if name != "py"}   # `common.py:195` is a file, not a name
+    assert len(named) > 20, f"the README names only {len(named)} functions"
+    missing = sorted(f"{module}.{name}" for module, name in named
+                     if not hasattr(importlib.import_module(module), name))
+    assert not missing, f"the README names what the code does not define: {missing}"
