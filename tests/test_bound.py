@@ -172,6 +172,30 @@ def test_bound_K_is_entropy_part_minus_summed_kl():
         f"K with all KL = 0 is {zero.tolist()}, expected entropy_part {float(common.entropy_part(s))}")
 
 
+class OnTheDevice:
+    """Stands for a KL tensor on Apple's mps, which has no float64: `.double()` there fails, so
+    it must come back to the CPU (`.cpu()`, which returns the real tensor) first."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def cpu(self):
+        return self.value
+
+    def double(self):
+        raise TypeError("mps has no float64: convert on the CPU")
+
+
+def test_kl_all_steps_moves_each_kl_to_the_cpu_before_float64(monkeypatch):
+    """The held-out K's table is float64 on the CPU, made without asking the device for float64
+    (on mps, training crashed there, after saving)."""
+    real = common.kl_one_step
+    monkeypatch.setattr(common, "kl_one_step", lambda *args, **kwargs: OnTheDevice(real(*args, **kwargs)))
+    s = schedule()
+    kl = common.kl_all_steps(oracle(s.beta), torch.zeros(3, D), s, gen(1))
+    assert kl.dtype == torch.float64 and kl.device.type == "cpu" and kl.shape == (3, common.T + 1)
+
+
 # --- K stays below the ceiling ------------------------------------------------------------------
 
 def test_untrained_model_K_is_below_ceiling():

@@ -319,6 +319,15 @@ def test_out_of_range_number_is_refused_by_argparse_naming_the_option_and_range(
     assert not files_in(tmp_path), f"files written despite the error: {sorted(files_in(tmp_path))}"
 
 
+def test_the_largest_seed_torch_takes_is_accepted_and_seeds_the_generator(tmp_path, monkeypatch):
+    # Seeding numpy's global generator as well would cap --seed at 2**32 - 1 and fail here.
+    parser = argparse.ArgumentParser()
+    plumbing.add_standard_args(parser)
+    monkeypatch.setattr(sys, "argv", ["script", "--seed", str(2 ** 63 - 1), "--images", str(tmp_path)])
+    args, _, generator = plumbing.parse_and_prepare(parser)
+    assert args.seed == generator.initial_seed() == 2 ** 63 - 1, f"seed {args.seed}, generator {generator.initial_seed()}"
+
+
 UNAVAILABLE_DEVICES = ([name for name in ("cuda", "mps") if name not in plumbing.available_devices()]
                        + ["tpu", "cpu:x"])   # cpu:x: a name torch cannot even parse
 NUMBERED_SCRIPTS = ["01_forward_process.py", "02_reverse_model.py", "03_train.py", "04_sample.py"]
