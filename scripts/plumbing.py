@@ -226,6 +226,21 @@ def load_checkpoint(path, device="cpu", made_by=TRAIN_COMMAND, weights="model_st
     return model.to(device).eval(), common.schedule_from_beta(checkpoint["beta"]), checkpoint
 
 
+DDPM_CHECKPOINT = OUTPUTS / "ddpm.pt"
+DDPM_COMMAND = "python scripts/05_ddpm.py"
+
+
+def load_eps_network(path, device="cpu"):
+    """Load chapter 5's eps-network (a ReverseModel with covariance "none") like load_checkpoint,
+    refusing in one line any other model, such as chapter 3's, whose outputs mean other things."""
+    model, schedule, checkpoint = load_checkpoint(path, device, made_by=DDPM_COMMAND)
+    if checkpoint["model_config"].get("covariance") != "none":
+        raise CheckpointError(f"{path} holds a model with covariance "
+                              f"{checkpoint['model_config'].get('covariance')!r}, not an eps-network "
+                              f"(covariance 'none'): run `{DDPM_COMMAND}` to make one")
+    return model, schedule, checkpoint
+
+
 # --- figures -----------------------------------------------------------------------------------
 
 def save_figure(fig, path):
