@@ -109,6 +109,12 @@ def reverse_from_x0_moments(x0_mean, x0_cov, x_t, t, schedule):
             identity_times(sigma_tilde2, x_t) + (c_t ** 2).reshape(-1, 1, 1) * x0_cov)
 
 
+def x_t_from_eps(x0, eps, t, schedule):
+    """q(x_t | x0) written as a draw: x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps, eps ~ N(0, I)."""
+    alpha_bar_t = at(schedule.alpha_bar, t)
+    return torch.sqrt(alpha_bar_t).to(x0) * x0 + torch.sqrt(1.0 - alpha_bar_t).to(x0) * eps
+
+
 def x0_from_eps(x_t, eps, t, schedule):
     """The x0 that noise eps would have come from: x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps."""
     alpha_bar_t = at(schedule.alpha_bar, t)
@@ -186,13 +192,20 @@ def p_reverse(network, x_t, t, schedule):
     For t = 1 it is the fixed kernel N(sqrt(1 - beta_1) x_1, beta_1 I) (paper eq. 44)."""
     if not torch.is_tensor(t) and t == 1:
         return q_step(x_t, 1, schedule)  # the fixed last step, never learned (eq. 44)
-    t = torch.as_tensor(t, device=x_t.device).expand(x_t.shape[0])
-    if bool((t < 2).any()):
-        raise ValueError("the network only models steps t >= 2; t = 1 is the fixed kernel")
+    t = learned_steps(t, x_t)
     eps, factor = network(x_t, t)
     noise_var = (1.0 - at(schedule.alpha_bar, t)).to(x_t).unsqueeze(-1)   # (n, 1, 1)
     x0_cov = noise_var * (factor @ factor.transpose(-1, -2))
     return reverse_from_x0_moments(x0_from_eps(x_t, eps, t, schedule), x0_cov, x_t, t, schedule)
+
+
+def learned_steps(t, x_t):
+    """t as one step per point (a tensor on x_t's device), refused unless every t >= 2: the
+    networks model the learned steps only, t = 1 being the fixed kernel."""
+    t = torch.as_tensor(t, device=x_t.device).expand(x_t.shape[0])
+    if bool((t < 2).any()):
+        raise ValueError("the network only models steps t >= 2; t = 1 is the fixed kernel")
+    return t
 
 
 def reverse_of(network, schedule):
@@ -244,3 +257,63 @@ def bound_K(kl, schedule):
     """K = - sum_{t=2..T} KL_t + H_q(X_T | X_0) - H_q(X_1 | X_0) - H_p(X_T), per point (nats),
     from the table of kl_all_steps."""
     return entropy_part(schedule) - kl.sum(dim=1)
+
+
+# --- what DDPM changed (README, chapter 5) ----------------------------------------------------
+#
+# Every function below reads the steps only through the Schedule (beta_t, alpha_bar_t), so it
+# serves a respaced schedule as well as ours. Tables of variances have T + 1 entries, like beta.
+
+def ddpm_mean(x_t, eps, t, schedule):
+    """Algorithm 2's mean, mu = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t).
+    It is the posterior mean mu_tilde(x_t, x0_hat) at x0_hat = x0_from_eps(x_t, eps): the same
+    formula with x0_hat substituted and simplified (README, chapter 5)."""
+    beta_t, alpha_bar_t = at(schedule.beta, t), at(schedule.alpha_bar, t)
+    return ((x_t - (beta_t / torch.sqrt(1.0 - alpha_bar_t)).to(x_t) * eps)
+            / torch.sqrt(1.0 - beta_t).to(x_t))
+
+
+def eps_weight(t, schedule, var):
+    """The bound's weight on ||eps - eps_theta||^2 at step t when p(x_{t-1} | x_t) has the mean
+    ddpm_mean and the fixed isotropic variance var: KL_t = w_t ||eps - eps_theta||^2 + (a term
+    free of eps_theta), w_t = beta_t^2 / (2 var alpha_t (1 - alpha_bar_t)). L_simple sets w_t = 1."""
+    beta_t, alpha_bar_t = at(schedule.beta, t), at(schedule.alpha_bar, t)
+    return beta_t ** 2 / (2.0 * var * (1.0 - beta_t) * (1.0 - alpha_bar_t))
+
+
+def best_isotropic_variance(t, schedule, mean_sq_x0_error):
+    """The variance s^2 of p(x_{t-1} | x_t) = N(mu_theta, s^2 I) that maximises the bound's term t
+    for a fixed mean mu_theta = mu_tilde(x_t, x0_hat): sigma_tilde_t^2 + c_t^2 E||x0 - x0_hat||^2 / d,
+    the posterior's own variance plus the mean's error spread over the d directions."""
+    c_t, _, sigma_tilde2 = posterior_coefficients(t, schedule, torch.zeros((), dtype=torch.float64))
+    return sigma_tilde2 + c_t ** 2 * mean_sq_x0_error / D
+
+
+def analytic_variance(t, schedule, mean_sq_eps, x0_half_range=None):
+    """Analytic-DPM's variance from E||eps_theta(x_t, t)||^2 alone:
+    sigma_tilde_t^2 + c_t^2 (1 - alpha_bar_t) / alpha_bar_t (1 - E||eps_theta||^2 / d).
+    For the exact network eps* = E[eps | x_t], E||eps - eps*||^2 = d - E||eps*||^2, so this is
+    best_isotropic_variance with E||x0 - x0_hat||^2 = (1 - alpha_bar_t) / alpha_bar_t (d - E||eps*||^2).
+    Clipped as the paper does: from below at sigma_tilde_t^2 (Var(x0 | x_t) >= 0), and, given the
+    data's half-range r per coordinate, from above at sigma_tilde_t^2 + c_t^2 r^2."""
+    alpha_bar_t = at(schedule.alpha_bar, t)
+    x0_var = ((1.0 - alpha_bar_t) / alpha_bar_t * (1.0 - mean_sq_eps / D)).clamp_min(0.0)
+    if x0_half_range is not None:
+        x0_var = x0_var.clamp_max(x0_half_range ** 2)
+    return best_isotropic_variance(t, schedule, D * x0_var)
+
+
+def reverse_with_variance(network, schedule, var):
+    """The reverse process of an eps-network with a variance chosen outside it, as in DDPM:
+    p(x_{t-1} | x_t) = N(ddpm_mean(x_t, eps_theta, t), var_t I) for t >= 2, the fixed kernel at
+    t = 1. `network(x_t, t)` returns (eps, anything); var is a table indexed by t. A function
+    (x_t, t) -> (mean, covariance), for kl_all_steps, sample_chain and roll.heldout_K. On a
+    respaced schedule, give a network that maps the chain's t to the step it was trained on."""
+    def reverse(x_t, t):
+        if not torch.is_tensor(t) and t == 1:
+            return q_step(x_t, 1, schedule)
+        t = learned_steps(t, x_t)
+        eps, _ = network(x_t, t)
+        return ddpm_mean(x_t, eps, t, schedule), identity_times(at(var, t), x_t)
+
+    return reverse

@@ -68,6 +68,16 @@ def add_standard_args(parser, seed=0):
                         help="folder for the figures (default: the repository's images/)")
 
 
+def add_training_args(parser, iters, batch_size, lr, loss):
+    """The options of a training run: --iters, --batch-size and --lr, with these defaults."""
+    parser.add_argument("--iters", type=positive_int, default=iters,
+                        help=f"training iterations on {loss} (default: %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=batch_size,
+                        help="roll points per iteration (default: %(default)s)")
+    parser.add_argument("--lr", type=positive_float, default=lr,
+                        help="peak Adam learning rate (default: %(default)s)")
+
+
 def parse_and_prepare(parser):
     """The start of every chapter: parse the command line, check --device and the --images
     folder before any work, and seed torch. Returns (args, device, generator), the generator
@@ -224,6 +234,21 @@ def load_checkpoint(path, device="cpu", made_by=TRAIN_COMMAND, weights="model_st
         raise CheckpointError(f"{path} holds a model of another shape than this code builds "
                               f"({type(error).__name__}): {retrain} again")
     return model.to(device).eval(), common.schedule_from_beta(checkpoint["beta"]), checkpoint
+
+
+DDPM_CHECKPOINT = OUTPUTS / "ddpm.pt"
+DDPM_COMMAND = "python scripts/05_ddpm.py"
+
+
+def load_eps_network(path, device="cpu"):
+    """Load chapter 5's eps-network (a ReverseModel with covariance "none") like load_checkpoint,
+    refusing in one line any other model, such as chapter 3's, whose outputs mean other things."""
+    model, schedule, checkpoint = load_checkpoint(path, device, made_by=DDPM_COMMAND)
+    if checkpoint["model_config"].get("covariance") != "none":
+        raise CheckpointError(f"{path} holds a model with covariance "
+                              f"{checkpoint['model_config'].get('covariance')!r}, not an eps-network "
+                              f"(covariance 'none'): run `{DDPM_COMMAND}` to make one")
+    return model, schedule, checkpoint
 
 
 # --- figures -----------------------------------------------------------------------------------

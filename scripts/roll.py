@@ -114,13 +114,43 @@ def bayes_optimal_reverse(schedule, covariance="diagonal", n_curve=CURVE_POINTS,
     return reverse
 
 
-def heldout_K(reverse, schedule, n=N_HELDOUT, seed=0, device="cpu"):
-    """K per held-out point (nats, float64): the first n held-out points, every t summed exactly,
-    x_t drawn from a generator seeded with `seed`. The same n and seed give every reverse process
-    the same points and the same noise, so differences between two of them are paired."""
+def heldout_kl(reverse, schedule, n=N_HELDOUT, seed=0, device="cpu"):
+    """Every KL term of K for the first n held-out points (common.kl_all_steps), x_t drawn from a
+    generator seeded with `seed`. The same n and seed give every reverse process the same points
+    and the same noise, so differences between two of them are paired."""
     x0 = heldout_roll(n).to(device)
-    kl = common.kl_all_steps(reverse, x0, schedule, torch.Generator().manual_seed(seed))
-    return common.bound_K(kl, schedule)
+    return common.kl_all_steps(reverse, x0, schedule, torch.Generator().manual_seed(seed))
+
+
+def heldout_K(reverse, schedule, n=N_HELDOUT, seed=0, device="cpu"):
+    """K per held-out point (nats, float64): the first n held-out points, every t summed exactly
+    (heldout_kl: the same n and seed pair the points and the noise across reverse processes)."""
+    return common.bound_K(heldout_kl(reverse, schedule, n, seed, device), schedule)
+
+
+def noised_roll(n, t, schedule, generator=None, device="cpu"):
+    """n fresh roll points x0, noise eps ~ N(0, I) and x_t = common.x_t_from_eps(x0, eps, t): the
+    triples DDPM's loss and statistics are made of (README, chapter 5)."""
+    x0 = swiss_roll(n, generator).to(device)
+    eps = torch.randn(x0.shape, generator=generator).to(device)
+    return x0, eps, common.x_t_from_eps(x0, eps, t, schedule)
+
+
+@torch.no_grad()
+def eps_moments(network, schedule, n, generator=None, device="cpu"):
+    """What the variances of chapter 5 need to know of an eps-network, estimated per step t on n
+    fresh roll points (noised_roll): E||eps_theta(x_t, t)||^2 (Analytic-DPM's statistic, which
+    needs no x0) and E||x0 - x0_hat||^2 (the mean's own error). `network(x_t, t)` returns
+    (eps, anything). Two float64 tables indexed by t, NaN at t = 0 and 1 (no network there)."""
+    mean_sq_eps = torch.full((schedule.T + 1,), math.nan, dtype=torch.float64)
+    mean_sq_x0_error = mean_sq_eps.clone()
+    for t in range(2, schedule.T + 1):
+        x0, _, x_t = noised_roll(n, t, schedule, generator, device)
+        eps_theta, _ = network(x_t, torch.full((n,), t, device=device))
+        mean_sq_eps[t] = eps_theta.double().square().sum(1).mean().item()
+        x0_error = x0 - common.x0_from_eps(x_t, eps_theta, t, schedule)
+        mean_sq_x0_error[t] = x0_error.double().square().sum(1).mean().item()
+    return mean_sq_eps, mean_sq_x0_error
 
 
 def mean_and_se_bits(values_nats):
