@@ -49,6 +49,48 @@ def make_schedule(T=T, beta_1=BETA_1, beta_T=BETA_T, power=SCHEDULE_POWER):
                                          beta_1 * (beta_T / beta_1) ** s]))
 
 
+def log_snr(schedule):
+    """The log signal-to-noise ratio of x_t, log SNR_t = log(alpha_bar_t / (1 - alpha_bar_t)),
+    for t = 1..T (a float64 tensor of T entries, entry t - 1 for step t)."""
+    alpha_bar = schedule.alpha_bar[1:]
+    return torch.log(alpha_bar) - torch.log1p(-alpha_bar)
+
+
+SCHEDULE_SHAPES = ("ours", "linear", "cosine")
+
+
+def schedule_between_ends(T, shape="linear", reference=None):
+    """A schedule of T >= 2 steps with the same log SNR as `reference` (default: ours) at t = 1
+    and at t = T, and a chosen path in between, as a function of s = (t - 1) / (T - 1):
+    - "linear": log SNR linear in s;
+    - "cosine": alpha_bar_t = cos^2(theta), theta linear in s between the two ends' angles
+      (the cosine schedule of improved DDPM, its ends moved to ours);
+    - "ours":   the reference's own log SNR curve, linearly interpolated between its T steps.
+    alpha_bar_t = sigmoid(log SNR_t), so alpha_bar_1 = 1 - beta_1 and alpha_bar_T are kept,
+    and beta_t = 1 - alpha_bar_t / alpha_bar_{t-1}."""
+    if T < 2:
+        raise ValueError(f"a schedule between two ends needs T >= 2, got {T}")
+    reference_snr = log_snr(make_schedule() if reference is None else reference)
+    first, last = reference_snr[0], reference_snr[-1]
+    s = torch.arange(T, dtype=torch.float64) / (T - 1)
+    if shape == "linear":
+        snr = first + (last - first) * s
+    elif shape == "cosine":
+        # SNR = cot^2(theta): theta = arctan(exp(-log SNR / 2)) at each end
+        theta = torch.atan(torch.exp(-0.5 * torch.stack([first, last])))
+        snr = -2.0 * torch.log(torch.tan(theta[0] + (theta[1] - theta[0]) * s))
+    elif shape == "ours":
+        position = s * (len(reference_snr) - 1)
+        left = position.floor().long().clamp(max=len(reference_snr) - 2)
+        weight = position - left
+        snr = (1.0 - weight) * reference_snr[left] + weight * reference_snr[left + 1]
+    else:
+        raise ValueError(f"shape must be one of {', '.join(SCHEDULE_SHAPES)}, got {shape!r}")
+    alpha_bar = torch.cat([torch.ones(1, dtype=torch.float64), torch.sigmoid(snr)])
+    return schedule_from_beta(torch.cat([torch.zeros(1, dtype=torch.float64),
+                                         1.0 - alpha_bar[1:] / alpha_bar[:-1]]))
+
+
 def at(table, t):
     """Entry t of a per-step table; for a tensor of steps (one per point), a column of entries.
 
@@ -63,7 +105,9 @@ def at(table, t):
 def identity_times(var, like):
     """var * I as a covariance (n, D, D) for points shaped like `like`; var a number or a column."""
     eye = torch.eye(like.shape[-1], dtype=like.dtype, device=like.device)
-    return torch.as_tensor(var).to(like).reshape(-1, 1, 1) * eye.expand(like.shape[0], -1, -1)
+    # straight to the points' dtype: as_tensor of a Python float would round it to float32 first
+    var = torch.as_tensor(var, dtype=like.dtype, device=like.device)
+    return var.reshape(-1, 1, 1) * eye.expand(like.shape[0], -1, -1)
 
 
 # --- the forward process and its posterior (README, chapters 1 and 2) -----------------------
@@ -163,6 +207,15 @@ def kl_gaussian(mean_q, cov_q, mean_p, cov_p):
     trace = (precision_p * cov_q.transpose(-1, -2)).sum(dim=(-2, -1))
     mahalanobis = (diff.transpose(-1, -2) @ precision_p @ diff)[..., 0, 0]
     return 0.5 * (trace + mahalanobis - mean_q.shape[-1] + logdet_p - logdet_q)
+
+
+def log_gaussian(x, mean, cov):
+    """log N(x; mean, cov) per row:
+    -1/2 [ (x - mean)^T cov^-1 (x - mean) + log det cov + d log(2 pi) ]."""
+    precision, logdet = inverse_and_logdet_2x2(cov)
+    diff = (x - mean).unsqueeze(-1)
+    mahalanobis = (diff.transpose(-1, -2) @ precision @ diff)[..., 0, 0]
+    return -0.5 * (mahalanobis + logdet + x.shape[-1] * math.log(2.0 * math.pi))
 
 
 def gaussian_entropy(var, d=D):
@@ -317,3 +370,27 @@ def reverse_with_variance(network, schedule, var):
         return ddpm_mean(x_t, eps, t, schedule), identity_times(at(var, t), x_t)
 
     return reverse
+# --- tighter than K: the importance-weighted bound (README, chapter 7) ------------------------
+
+@torch.no_grad()
+def log_weight(reverse, x0, schedule, generator=None):
+    """log p(x0, x_{1:T}) - log q(x_{1:T} | x0) for one forward trajectory x_{1:T} ~ q(. | x0)
+    per point (nats, float64 on the CPU, one per row of x0). Every factor of both chains:
+    q(x_t | x_{t-1}) for t = 1..T, p(x_T) = N(0, I) and p(x_{t-1} | x_t) for t = T..1, the fixed
+    last step included. Its mean over trajectories is K; its spread is what the
+    importance-weighted bound uses."""
+    x_prev = x0
+    log_w = torch.zeros(x0.shape[0], dtype=torch.float64)
+    for t in range(1, schedule.T + 1):
+        mean, cov = q_step(x_prev, t, schedule)
+        x_t = sample_gaussian(mean, cov, generator)
+        log_w -= log_gaussian(x_t, mean, cov).cpu().double()
+        log_w += log_gaussian(x_prev, *reverse(x_t, t)).cpu().double()
+        x_prev = x_t
+    return log_w + log_gaussian(x_prev, torch.zeros_like(x_prev), identity_times(1.0, x_prev)).cpu().double()
+
+
+def importance_weighted_bound(log_weights):
+    """log (1/M) sum_m w_m for each row of an (n, M) table of log weights, by log-sum-exp: a
+    lower bound on log p(x0) that rises with M (Burda et al. 2016); M = 1 is the ordinary bound."""
+    return torch.logsumexp(log_weights, dim=1) - math.log(log_weights.shape[1])
