@@ -172,11 +172,11 @@ def draw_paths(path, paths):
 
 def draw_quality(path, results, steps, band):
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for name in SAMPLERS:
-        axes[0].plot(steps, [100 * results[name, S][0]["off_curve"] for S in steps], "o-", label=name)
-        axes[1].plot(steps, [results[name, S][0]["w1_u"] for S in steps], "o-", label=name)
+    for name, color in zip(SAMPLERS, plt.cm.tab10.colors):   # one colour per sampler in every panel
+        axes[0].plot(steps, [100 * results[name, S][0]["off_curve"] for S in steps], "o-", color=color, label=name)
+        axes[1].plot(steps, [results[name, S][0]["w1_u"] for S in steps], "o-", color=color, label=name)
         if results[name, steps[0]][1] is not None:
-            axes[2].plot(steps, [results[name, S][1][0] for S in steps], "o-", label=name)
+            axes[2].plot(steps, [results[name, S][1][0] for S in steps], "o-", color=color, label=name)
     axes[1].axhspan(*band, color="gray", alpha=0.3, label="real roll, 5-95%")
     for ax, label in zip(axes, ["off the curve (%)", "W1(u): mass along the curve", "K (bits, held-out)"]):
         ax.set(xscale="log", xlabel="steps", ylabel=label)
@@ -184,6 +184,7 @@ def draw_quality(path, results, steps, band):
         ax.set_xticks([], minor=True)
         ax.legend(fontsize=8)
     axes[0].set_yscale("symlog", linthresh=0.1)   # 0% has a place on it, and so has 90%
+    axes[0].set_ylim(0, 100)
     axes[1].set_yscale("log")
     axes[2].set_yscale("symlog", linthresh=1.0)   # K falls by thousands of bits at 2 steps
     fig.tight_layout()
