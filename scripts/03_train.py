@@ -56,12 +56,7 @@ def resume_command(parser, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--iters", type=plumbing.positive_int, default=ITERS,
-                        help="training iterations (default: %(default)s)")
-    parser.add_argument("--batch-size", type=plumbing.positive_int, default=BATCH_SIZE,
-                        help="roll points per iteration (default: %(default)s)")
-    parser.add_argument("--lr", type=plumbing.positive_float, default=LR,
-                        help="peak Adam learning rate (default: %(default)s)")
+    plumbing.add_training_args(parser, ITERS, BATCH_SIZE, LR, "the bound K")
     parser.add_argument("--covariance", choices=COVARIANCES[:2], default="full",
                         help="the reverse steps' covariance: a full 2x2 matrix, or diagonal as in "
                              "the paper (default: %(default)s)")

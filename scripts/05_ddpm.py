@@ -43,6 +43,7 @@ LEARNED_LR = 3e-2         # the fit is convex in those outputs, so a large step 
 N_SAMPLES = 20_000        # samples drawn and scored per variance
 VARIANCES = ("beta", "beta_tilde", "analytic", "isotropic_best", "learned")
 SHOWN_STEPS = (2, 3, 5, 10, 20, 30, 40)   # steps printed in the table of weights
+U_BINS = 20               # bins of the position along the curve in the samples figure
 
 
 def train_l_simple(model, schedule, args, generator, device):
@@ -107,12 +108,7 @@ def variance_table(schedule, per_step):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--iters", type=plumbing.positive_int, default=ITERS,
-                        help="L_simple training iterations (default: %(default)s)")
-    parser.add_argument("--batch-size", type=plumbing.positive_int, default=BATCH_SIZE,
-                        help="roll points per iteration (default: %(default)s)")
-    parser.add_argument("--lr", type=plumbing.positive_float, default=LR,
-                        help="peak Adam learning rate (default: %(default)s)")
+    plumbing.add_training_args(parser, ITERS, BATCH_SIZE, LR, "L_simple")
     parser.add_argument("--n-samples", type=plumbing.positive_int, default=N_SAMPLES,
                         help="samples drawn and scored for each variance (default: %(default)s)")
     parser.add_argument("--n-heldout", type=plumbing.whole_number(2, roll.N_HELDOUT), default=roll.N_HELDOUT,
@@ -229,7 +225,7 @@ def main():
     axes[0].set(xlabel="step t", ylabel="weight on ||eps - eps_theta||^2", title="what the bound weighs, per step")
     axes[0].legend()
     mean_sq_eps_error = mean_sq_x0_error * schedule.alpha_bar / (1.0 - schedule.alpha_bar)
-    axes[1].semilogy(t_axis, mean_sq_eps_error[2:], marker=".", color="tab:green")
+    axes[1].plot(t_axis, mean_sq_eps_error[2:], marker=".", color="tab:green")
     axes[1].set(xlabel="step t", ylabel="E||eps - eps_theta||^2 (fresh points)",
                 title="the trained eps-network's error, per step")
     fig.tight_layout()
@@ -250,11 +246,24 @@ def main():
     fig.tight_layout()
     plumbing.save_figure(fig, args.images / "05_kl_per_step.png")
 
-    fig, axes = plt.subplots(1, len(VARIANCES), figsize=(3.2 * len(VARIANCES), 3.6))
-    for ax, name in zip(axes, VARIANCES):
-        plumbing.plot_points(ax, samples[name], f"{name}\nK = {K[name][0]:.2f} bits, "
-                                                f"off {100 * scores[name]['off_curve']:.2f}%")
-        ax.set(xticks=[], yticks=[])
+    # Below each variance's samples: where along the curve they fell (u of the nearest curve
+    # point, uniform for the data), in U_BINS bins against the band chance gives at this size.
+    fig, axes = plt.subplots(2, len(VARIANCES), figsize=(3.2 * len(VARIANCES), 6.4),
+                             gridspec_kw={"height_ratios": [3, 2]})
+    expected = args.n_samples / U_BINS
+    band = 2.0 * math.sqrt(expected * (1.0 - 1.0 / U_BINS)) / expected
+    for top, bottom, name in zip(axes[0], axes[1], VARIANCES):
+        plumbing.plot_points(top, samples[name], f"{name}\nK = {K[name][0]:.2f} bits, "
+                                                 f"off-curve {100 * scores[name]['off_curve']:.2f}%")
+        top.set(xticks=[], yticks=[])
+        _, u = roll.nearest_on_curve(samples[name])
+        counts = torch.bincount((u * U_BINS).long().clamp_max(U_BINS - 1), minlength=U_BINS)
+        bottom.stairs(counts / expected, torch.linspace(0.0, 1.0, U_BINS + 1), color="tab:blue", lw=1.5)
+        bottom.axhspan(1.0 - band, 1.0 + band, color="gray", alpha=0.3, label="data: 95% of bins")
+        bottom.set(xlabel="position along the curve u", ylim=(0.7, 1.3),
+                   title=f"KS p = {scores[name]['ks_p']:.2g}")
+    axes[1, 0].set_ylabel("density / uniform")
+    axes[1, 0].legend(loc="lower left")
     fig.tight_layout()
     plumbing.save_figure(fig, args.images / "05_samples.png")
     print(f"figures written to {args.images}/: 05_weights.png, 05_kl_per_step.png, 05_samples.png")

@@ -68,6 +68,16 @@ def add_standard_args(parser, seed=0):
                         help="folder for the figures (default: the repository's images/)")
 
 
+def add_training_args(parser, iters, batch_size, lr, loss):
+    """The options of a training run: --iters, --batch-size and --lr, with these defaults."""
+    parser.add_argument("--iters", type=positive_int, default=iters,
+                        help=f"training iterations on {loss} (default: %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=batch_size,
+                        help="roll points per iteration (default: %(default)s)")
+    parser.add_argument("--lr", type=positive_float, default=lr,
+                        help="peak Adam learning rate (default: %(default)s)")
+
+
 def parse_and_prepare(parser):
     """The start of every chapter: parse the command line, check --device and the --images
     folder before any work, and seed torch. Returns (args, device, generator), the generator
