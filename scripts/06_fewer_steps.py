@@ -17,6 +17,10 @@ and, into images/:
 - 06_samples.png   a grid of samples, sampler by number of steps
 - 06_ddim_paths.png  deterministic DDIM paths from noise to the roll: the map eta = 0 follows
 - 06_quality.png   off-curve share, W1(u) and K against the number of steps, per sampler
+
+With --bayes-eps the network is replaced by the best possible one, E[eps | x_t] by brute-force
+Bayes over the curve (roll.bayes_optimal_eps): what is left of the samplers' errors is the
+steps' own. Slow; its samples go to outputs/fewer_steps_bayes/ and it draws no figures.
 """
 import argparse
 import pathlib
@@ -137,6 +141,7 @@ def main():
 
 
 def save_samples(path, x0):
+    """An (N, 2) array of samples to path, atomically."""
     def write(temporary):
         with open(temporary, "wb") as file:  # a file object: np.save would add .npy to a name
             np.save(file, x0.numpy())
@@ -145,6 +150,7 @@ def save_samples(path, x0):
 
 
 def draw_samples(path, samples, steps):
+    """06_samples.png: one panel per sampler (rows) and number of steps (columns)."""
     fig, axes = plt.subplots(len(SAMPLERS), len(steps), figsize=(2.6 * len(steps), 2.7 * len(SAMPLERS)),
                              squeeze=False)
     for row, name in enumerate(SAMPLERS):
@@ -156,6 +162,8 @@ def draw_samples(path, samples, steps):
 
 
 def draw_paths(path, paths):
+    """06_ddim_paths.png: each point's deterministic path from x_T to x_0, coloured by where on the
+    roll it ends (u of its nearest curve point)."""
     fig, ax = plt.subplots(figsize=(6, 6))
     lines = torch.stack(paths).numpy()          # (steps + 1, n, 2), index 0 = the sample
     u = roll.nearest_on_curve(paths[0])[1].numpy()
@@ -171,6 +179,7 @@ def draw_paths(path, paths):
 
 
 def draw_quality(path, results, steps, band):
+    """06_quality.png: off-curve share, W1(u) (beside real samples' band) and K against the steps."""
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for name, color in zip(SAMPLERS, plt.cm.tab10.colors):   # one colour per sampler in every panel
         axes[0].plot(steps, [100 * results[name, S][0]["off_curve"] for S in steps], "o-", color=color, label=name)
