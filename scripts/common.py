@@ -307,7 +307,8 @@ def reverse_with_variance(network, schedule, var):
     """The reverse process of an eps-network with a variance chosen outside it, as in DDPM:
     p(x_{t-1} | x_t) = N(ddpm_mean(x_t, eps_theta, t), var_t I) for t >= 2, the fixed kernel at
     t = 1. `network(x_t, t)` returns (eps, anything); var is a table indexed by t. A function
-    (x_t, t) -> (mean, covariance), for kl_all_steps, sample_chain and roll.heldout_K."""
+    (x_t, t) -> (mean, covariance), for kl_all_steps, sample_chain and roll.heldout_K. On a
+    respaced schedule, give a network that maps the chain's t to the step it was trained on."""
     def reverse(x_t, t):
         if not torch.is_tensor(t) and t == 1:
             return q_step(x_t, 1, schedule)
