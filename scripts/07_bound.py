@@ -211,7 +211,7 @@ def main():
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
     for shape, color in zip(common.SCHEDULE_SHAPES, ("tab:green", "tab:blue", "tab:purple")):
-        snr = common.log_snr(common.schedule_between_ends(common.T, shape))
+        snr = common.log_snr(common.schedule_between_ends(common.T, shape))[1:]
         left.plot(torch.arange(common.T) / (common.T - 1), snr, marker=".", color=color, label=shape)
         for covariance, style in (("diagonal", "-"), ("full", "--")):
             values = [roll.mean_and_se_bits(best[shape, T][covariance]) for T in shape_steps]

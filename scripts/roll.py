@@ -119,6 +119,23 @@ def bayes_optimal_reverse(schedule, covariance="diagonal", n_curve=CURVE_POINTS,
     return reverse
 
 
+def bayes_optimal_eps(schedule, n_curve=CURVE_POINTS):
+    """The best possible eps-network, E[eps | x_t], as a network (x_t, t) -> (eps, None) for one t
+    >= 2 shared by all points: E[x0 | x_t] read back from bayes_optimal_reverse's mean
+    c_t E[x0 | x_t] + k_t x_t, then eps = (x_t - sqrt(alpha_bar_t) E[x0 | x_t]) / sqrt(1 - alpha_bar_t).
+    It shows what a sampler does when the network makes no error (README, chapter 6)."""
+    reverse = bayes_optimal_reverse(schedule, "diagonal", n_curve)
+
+    def network(x_t, t):
+        t = int(torch.as_tensor(t).flatten()[0])
+        c_t, k_t, _ = common.posterior_coefficients(t, schedule, x_t)
+        x0_mean = (reverse(x_t, t)[0] - k_t * x_t) / c_t
+        alpha_bar_t = common.at(schedule.alpha_bar, t)
+        return (x_t - torch.sqrt(alpha_bar_t).to(x_t) * x0_mean) / torch.sqrt(1.0 - alpha_bar_t).to(x_t), None
+
+    return network
+
+
 def heldout_kl(reverse, schedule, n=N_HELDOUT, seed=0, device="cpu"):
     """Every KL term of K for the first n held-out points (common.kl_all_steps), x_t drawn from a
     generator seeded with `seed`. The same n and seed give every reverse process the same points

@@ -1,0 +1,205 @@
+"""Chapter 6: fewer steps. README section "6. Fewer steps: DDIM and respaced chains".
+
+Chapter 5's eps-network, trained once on the 40 steps, is asked to sample in fewer: along a
+decreasing sub-sequence tau of the steps (T = tau_S > ... > tau_1 = 1, spread evenly in log
+signal-to-noise ratio by default), with no retraining. Four samplers, one network:
+- ddim_eta0  DDIM with eta = 0: deterministic, x_T alone fixes the sample
+- ddim_eta1  DDIM with eta = 1: the respaced ancestral chain with the posterior variance
+- analytic   the respaced ancestral chain with Analytic-DPM's variance, recomputed for the
+             respaced steps from E||eps_theta||^2 at the network's own steps
+- ddim_heun  eta = 0 with Heun's second-order step: about twice the network calls per step
+Every run is scored against the roll's law (roll.score_samples) and, for the two stochastic
+chains, by K in bits of the respaced model on held-out points. One line per run, e.g.
+    sampler=ddim_eta0  steps=10  off-curve 3.50%  W1(u) = 0.0497  KS p = 2e-33  K = n/a
+
+Writes outputs/fewer_steps/<sampler>_<steps>.npy (N x 2, the data's standardised coordinates)
+and, into images/:
+- 06_samples.png   a grid of samples, sampler by number of steps
+- 06_ddim_paths.png  deterministic DDIM paths from noise to the roll: the map eta = 0 follows
+- 06_quality.png   off-curve share, W1(u) and K against the number of steps, per sampler
+
+With --bayes-eps the network is replaced by the best possible one, E[eps | x_t] by brute-force
+Bayes over the curve (roll.bayes_optimal_eps): what is left of the samplers' errors is the
+steps' own. Slow; its samples go to outputs/fewer_steps_bayes/ and it draws no figures.
+"""
+import argparse
+import pathlib
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+import common
+import plumbing
+import roll
+
+STEPS = (40, 20, 10, 5, 2)  # lengths of the sub-sequence, the fixed last step included
+SAMPLERS = ("ddim_eta0", "ddim_eta1", "analytic", "ddim_heun")
+STOCHASTIC = ("ddim_eta1", "analytic")   # the samplers that are Markov chains with a bound K
+N_SAMPLES = 5000          # samples per run: W1(u) of real roll samples is 0.002-0.008 at this size
+K_POINTS = 4000           # held-out points for K (standard error about 0.03 bits)
+MOMENT_POINTS = 20_000    # roll points per step for E||eps_theta||^2 (Analytic-DPM's statistic)
+PATHS = 400               # deterministic paths drawn in 06_ddim_paths.png
+PATH_STEPS = 10           # ... with this many steps
+
+
+def steps_list(text):
+    """argparse type for --steps: comma-separated sub-sequence lengths, each from 2 to T."""
+    values = [plumbing.whole_number(2, common.T)(part) for part in text.split(",")]
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"each number of steps once, got '{text}'")
+    return sorted(values, reverse=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=pathlib.Path, default=plumbing.DDPM_CHECKPOINT,
+                        help="chapter 5's eps-network (default: outputs/ddpm.pt, from scripts/05_ddpm.py)")
+    parser.add_argument("--steps", type=steps_list, default=list(STEPS),
+                        help=f"comma-separated numbers of steps, each from 2 to T = {common.T} "
+                             f"(default: {','.join(map(str, STEPS))})")
+    parser.add_argument("--spacing", choices=common.SPACINGS, default="log_snr",
+                        help="spread the steps evenly in t or in log signal-to-noise ratio (default: %(default)s)")
+    parser.add_argument("--n-samples", type=plumbing.positive_int, default=N_SAMPLES,
+                        help="samples per run (default: %(default)s)")
+    parser.add_argument("--k-points", type=plumbing.whole_number(0), default=K_POINTS,
+                        help="held-out points for K, 0 to skip K (default: %(default)s)")
+    parser.add_argument("--moment-points", type=plumbing.positive_int, default=MOMENT_POINTS,
+                        help="roll points per step for E||eps_theta||^2 (default: %(default)s)")
+    parser.add_argument("--out-dir", type=pathlib.Path, default=None,
+                        help="folder for the samples (default: outputs/fewer_steps, or "
+                             "outputs/fewer_steps_bayes with --bayes-eps)")
+    parser.add_argument("--bayes-eps", action="store_true",
+                        help="sample with the best possible eps, E[eps | x_t] by brute-force Bayes over the "
+                             "curve, instead of the network: what the samplers do with no network error. "
+                             "Slow: 2,000 samples at 40 and 10 steps with --k-points 0 "
+                             "--moment-points 2000 took about 4 min of CPU. Draws no figures")
+    plumbing.add_standard_args(parser)
+    args, device, generator = plumbing.parse_and_prepare(parser)
+    if args.out_dir is None:
+        args.out_dir = plumbing.OUTPUTS / ("fewer_steps_bayes" if args.bayes_eps else "fewer_steps")
+    plumbing.writable_dir_or_exit(parser, args.out_dir, "the samples")
+    if args.bayes_eps:
+        schedule = common.make_schedule()
+        network = roll.bayes_optimal_eps(schedule)
+    else:
+        try:
+            network, schedule, _ = plumbing.load_eps_network(args.checkpoint, device)
+        except plumbing.CheckpointError as error:
+            parser.exit(1, f"error: {error}\n")
+
+    # Analytic-DPM's statistic is a property of the network at its own steps; each respaced chain
+    # reads it at the steps it keeps and puts it into its own variance formula.
+    mean_sq_eps, _ = roll.eps_moments(network, schedule, args.moment_points, generator, device)
+    _, curve = roll.curve_grid()
+    half_range = ((curve.max(0).values - curve.min(0).values) / 2).max().item()  # chapter 5's clip
+    print(f"{args.n_samples} samples per run, the same x_T ~ N(0, I) for every run; steps spread evenly "
+          f"in {args.spacing}; K in bits on {args.k_points} held-out points; eps from "
+          f"{'brute-force Bayes (no network)' if args.bayes_eps else args.checkpoint}")
+
+    results, samples, paths = {}, {}, None
+    for steps in args.steps:
+        tau = common.sub_sequence(schedule, steps, args.spacing)
+        respaced, t_of = common.respace(schedule, tau)
+        net = common.on_respaced_steps(network, t_of)
+        learned = torch.arange(2, steps + 1)   # respaced steps the network answers for
+        analytic_var = torch.zeros(steps + 1, dtype=torch.float64)  # entry 1: the fixed kernel's own
+        analytic_var[2:] = common.analytic_variance(learned, respaced, mean_sq_eps[t_of[learned]].unsqueeze(1),
+                                                    half_range).flatten()
+        reverses = {"ddim_eta0": common.ddim_reverse(net, respaced, 0.0),
+                    "ddim_eta1": common.ddim_reverse(net, respaced, 1.0),
+                    "analytic": common.reverse_with_variance(net, respaced, analytic_var),
+                    "ddim_heun": common.ddim_reverse(net, respaced, 0.0, second_order=True)}
+        print(f"steps={steps}: t = {', '.join(map(str, tau))}")
+        for name, reverse in reverses.items():
+            # a generator seeded afresh for each run: every run starts from the same x_T
+            trajectory = common.sample_chain(reverse, args.n_samples, steps,
+                                             torch.Generator().manual_seed(args.seed), device)
+            x0 = trajectory[0].cpu()
+            save_samples(args.out_dir / f"{name}_{steps}.npy", x0)
+            scores = roll.score_samples(x0)
+            K = None
+            if name in STOCHASTIC and args.k_points:
+                K = roll.mean_and_se_bits(roll.heldout_K(reverse, respaced, args.k_points, args.seed, device))
+            results[name, steps] = (scores, K)
+            samples[name, steps] = x0
+            if name == "ddim_eta0" and steps == PATH_STEPS:
+                paths = [x[:PATHS].cpu() for x in trajectory]
+            print(f"sampler={name}  steps={steps}  off-curve {100 * scores['off_curve']:.2f}%  "
+                  f"W1(u) = {scores['w1_u']:.4f}  KS p = {scores['ks_p']:.2g}  "
+                  f"K = {'n/a' if K is None else f'{K[0]:.3f}'}", flush=True)
+    lo, hi = roll.w1_band(args.n_samples)
+    print(f"real roll samples of this size: W1(u) {lo:.4f}-{hi:.4f} (5-95%); samples in {args.out_dir}/")
+
+    if args.bayes_eps:
+        return
+    draw_samples(args.images / "06_samples.png", samples, args.steps)
+    if paths is not None:
+        draw_paths(args.images / "06_ddim_paths.png", paths)
+    draw_quality(args.images / "06_quality.png", results, args.steps, (lo, hi))
+    print(f"figures written to {args.images}/: 06_samples.png, "
+          f"{'06_ddim_paths.png, ' if paths is not None else ''}06_quality.png")
+
+
+def save_samples(path, x0):
+    """An (N, 2) array of samples to path, atomically."""
+    def write(temporary):
+        with open(temporary, "wb") as file:  # a file object: np.save would add .npy to a name
+            np.save(file, x0.numpy())
+
+    plumbing.replace_atomically(path, write)
+
+
+def draw_samples(path, samples, steps):
+    """06_samples.png: one panel per sampler (rows) and number of steps (columns)."""
+    fig, axes = plt.subplots(len(SAMPLERS), len(steps), figsize=(2.6 * len(steps), 2.7 * len(SAMPLERS)),
+                             squeeze=False)
+    for row, name in enumerate(SAMPLERS):
+        for col, S in enumerate(steps):
+            plumbing.plot_points(axes[row, col], samples[name, S], f"{name}, {S} steps")
+            axes[row, col].set(xticks=[], yticks=[])
+    fig.tight_layout()
+    plumbing.save_figure(fig, path)
+
+
+def draw_paths(path, paths):
+    """06_ddim_paths.png: each point's deterministic path from x_T to x_0, coloured by where on the
+    roll it ends (u of its nearest curve point)."""
+    fig, ax = plt.subplots(figsize=(6, 6))
+    lines = torch.stack(paths).numpy()          # (steps + 1, n, 2), index 0 = the sample
+    u = roll.nearest_on_curve(paths[0])[1].numpy()
+    colors = plt.cm.viridis(u)
+    for i in range(lines.shape[1]):
+        ax.plot(lines[:, i, 0], lines[:, i, 1], color=colors[i], lw=0.5, alpha=0.6)
+    ax.scatter(lines[-1, :, 0], lines[-1, :, 1], s=3, color="gray", label="x_T (noise)")
+    ax.scatter(lines[0, :, 0], lines[0, :, 1], s=3, c=colors, label="x_0 (colour: position u along the roll)")
+    ax.set(xlim=(-plumbing.AXIS_LIMIT, plumbing.AXIS_LIMIT), ylim=(-plumbing.AXIS_LIMIT, plumbing.AXIS_LIMIT),
+           aspect="equal", title=f"DDIM, eta = 0, {len(paths) - 1} steps: each noise point's one path")
+    ax.legend(loc="lower left", fontsize=8)
+    plumbing.save_figure(fig, path)
+
+
+def draw_quality(path, results, steps, band):
+    """06_quality.png: off-curve share, W1(u) (beside real samples' band) and K against the steps."""
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for name, color in zip(SAMPLERS, plt.cm.tab10.colors):   # one colour per sampler in every panel
+        axes[0].plot(steps, [100 * results[name, S][0]["off_curve"] for S in steps], "o-", color=color, label=name)
+        axes[1].plot(steps, [results[name, S][0]["w1_u"] for S in steps], "o-", color=color, label=name)
+        if results[name, steps[0]][1] is not None:
+            axes[2].plot(steps, [results[name, S][1][0] for S in steps], "o-", color=color, label=name)
+    axes[1].axhspan(*band, color="gray", alpha=0.3, label="real roll, 5-95%")
+    for ax, label in zip(axes, ["off the curve (%)", "W1(u): mass along the curve", "K (bits, held-out)"]):
+        ax.set(xscale="log", xlabel="steps", ylabel=label)
+        ax.set_xticks(steps, [str(S) for S in steps])
+        ax.set_xticks([], minor=True)
+        ax.legend(fontsize=8)
+    axes[0].set_yscale("symlog", linthresh=0.1)   # 0% has a place on it, and so has 90%
+    axes[0].set_ylim(0, 100)
+    axes[1].set_yscale("log")
+    axes[2].set_yscale("symlog", linthresh=1.0)   # K falls by thousands of bits at 2 steps
+    fig.tight_layout()
+    plumbing.save_figure(fig, path)
+
+
+if __name__ == "__main__":
+    main()
