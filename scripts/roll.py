@@ -79,36 +79,43 @@ def K_ceiling(beta_1=common.BETA_1):
 
 
 @torch.no_grad()
-def bayes_optimal_reverse(schedule, covariance="diagonal", n_curve=CURVE_POINTS, chunk=500):
-    """The best Gaussian reverse process for the roll, by brute-force Bayes over n_curve curve
-    points (equal steps of u, so equal prior weights): p(x_{t-1} | x_t) = N(mu_tilde(x_t, E[x0 | x_t]),
+def x0_posterior_moments(x_t, t, schedule, n_curve=CURVE_POINTS, chunk=500):
+    """E[x0 | x_t] (n, 2) and Cov(x0 | x_t) (n, 2, 2) for the roll, by brute-force Bayes over
+    n_curve curve points at equal steps of u (so equal prior weights), each weighted by its
+    likelihood q(x_t | x0) = N(sqrt(alpha_bar_t) x0, (1 - alpha_bar_t) I); float64 on the CPU,
+    for one step t shared by all points."""
+    _, curve = curve_grid(n_curve)
+    outer = (curve.unsqueeze(-1) * curve.unsqueeze(-2)).reshape(n_curve, -1)  # x0 x0^T, flattened
+    alpha_bar_t = float(schedule.alpha_bar[t])
+    mean_x0, cov_x0 = [], []
+    for part in x_t.double().cpu().split(chunk):
+        weight = torch.softmax(-torch.cdist(part, math.sqrt(alpha_bar_t) * curve) ** 2
+                               / (2.0 * (1.0 - alpha_bar_t)), dim=1)
+        mean = weight @ curve
+        second = (weight @ outer).reshape(-1, common.D, common.D)   # E[x0 x0^T | x_t]
+        mean_x0.append(mean)
+        cov_x0.append(second - mean.unsqueeze(-1) * mean.unsqueeze(-2))
+    return torch.cat(mean_x0), torch.cat(cov_x0)
+
+
+def bayes_optimal_reverse(schedule, covariance="diagonal", n_curve=CURVE_POINTS):
+    """The best Gaussian reverse process for the roll: p(x_{t-1} | x_t) = N(mu_tilde(x_t, E[x0 | x_t]),
     sigma_tilde^2 I + c_t^2 Cov(x0 | x_t)), the true reverse step's mean and covariance (README,
-    chapter 2), with Cov(x0 | x_t) kept whole ("full") or cut to its diagonal ("diagonal", the
-    paper's class). A yardstick for training, far too slow to sample with: a function
-    (x_t, t) -> (mean, covariance) for one t shared by all points."""
+    chapter 2), with x0's moments from brute-force Bayes (x0_posterior_moments) and Cov(x0 | x_t)
+    kept whole ("full") or cut to its diagonal ("diagonal", the paper's class). A yardstick for
+    training, far too slow to sample with: a function (x_t, t) -> (mean, covariance) for one t
+    shared by all points."""
     if covariance not in ("diagonal", "full"):
         raise ValueError(f"covariance must be 'diagonal' or 'full', got {covariance!r}")
-    _, curve = curve_grid(n_curve)
 
     def reverse(x_t, t):
         t = int(torch.as_tensor(t).flatten()[0])
         if t == 1:
             return common.q_step(x_t, 1, schedule)
-        alpha_bar_t = float(schedule.alpha_bar[t])
-        x_t64 = x_t.double().cpu()
-        mean_x0, cov_x0 = [], []
-        for part in x_t64.split(chunk):
-            # q(x0 | x_t) over the curve points: equal prior weights, likelihood q(x_t | x0)
-            weight = torch.softmax(-torch.cdist(part, math.sqrt(alpha_bar_t) * curve) ** 2
-                                   / (2.0 * (1.0 - alpha_bar_t)), dim=1)
-            mean = weight @ curve
-            second = torch.einsum("nk,ki,kj->nij", weight, curve, curve)
-            mean_x0.append(mean)
-            cov_x0.append(second - mean.unsqueeze(-1) * mean.unsqueeze(-2))
-        mean_x0, cov_x0 = torch.cat(mean_x0), torch.cat(cov_x0)
+        mean_x0, cov_x0 = x0_posterior_moments(x_t, t, schedule, n_curve)
         if covariance == "diagonal":
             cov_x0 = torch.diag_embed(torch.diagonal(cov_x0, dim1=-2, dim2=-1).clamp_min(0.0))
-        mean, cov = common.reverse_from_x0_moments(mean_x0, cov_x0, x_t64, t, schedule)
+        mean, cov = common.reverse_from_x0_moments(mean_x0, cov_x0, x_t.double().cpu(), t, schedule)
         return mean.to(x_t), cov.to(x_t)
 
     return reverse

@@ -2,6 +2,7 @@
 in the sampler (the scripts this project grew from trained head t-2 and sampled with head t-1)."""
 import math
 import re
+import sys
 
 import pytest
 import torch
@@ -74,3 +75,73 @@ def test_sampler_asks_the_network_about_the_same_step_as_the_loss(trained):
     common.kl_one_step(lambda x_t, t: (loss_steps.append(int(t[0])), common.p_reverse(model, x_t, t, schedule))[1],
                        roll.heldout_roll(10), torch.full((10,), 7), schedule)
     assert loss_steps == [7], f"the loss for the KL of step 7 asked the reverse process about {loss_steps}"
+
+
+def test_p_reverse_with_true_eps_is_the_posterior():
+    """A stub network that returns the true noise eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t)
+    and a vanishing covariance factor L = 0 makes p_reverse the posterior q(x_{t-1} | x_t, x0)
+    itself, for every learned step t = 2..T: the same mean and the covariance sigma_tilde_t^2 I."""
+    schedule = common.make_schedule()
+    x0 = roll.heldout_roll(300).double()
+    generator = torch.Generator().manual_seed(9)
+    for t in range(2, schedule.T + 1):
+        x_t = common.sample_gaussian(*common.q_closed_form(x0, t, schedule), generator)
+
+        def true_eps(x, steps):
+            alpha_bar = schedule.alpha_bar[steps].unsqueeze(-1)
+            return (x - alpha_bar.sqrt() * x0) / (1.0 - alpha_bar).sqrt(), torch.zeros(len(x), 2, 2, dtype=x.dtype)
+
+        mean_p, cov_p = common.p_reverse(true_eps, x_t, t, schedule)
+        mean_q, cov_q = common.q_posterior(x0, x_t, t, schedule)
+        mean_error = (mean_p - mean_q).abs().max().item()
+        cov_error = ((cov_p - cov_q).abs().max() / cov_q[0, 0, 0]).item()
+        assert mean_error < 1e-12 and cov_error < 1e-12, (
+            f"t={t}: p_reverse with the true eps differs from q_posterior by {mean_error:.2e} in the mean "
+            f"and {cov_error:.2e} (relative) in the covariance")
+
+
+@pytest.fixture(scope="module")
+def trained_diagonal(tmp_path_factory):
+    """03_train.py --covariance diagonal, a tiny run: the model it saved, and the folder."""
+    folder = tmp_path_factory.mktemp("train_diagonal")
+    run = run_script("03_train.py", "--covariance", "diagonal", "--iters", 30, "--batch-size", 256,
+                     "--seed", 0, "--checkpoint", folder / "model.pt", "--images", folder)
+    assert run.returncode == 0, f"03_train.py --covariance diagonal failed:\n{run.stderr[-2000:]}"
+    return plumbing.load_checkpoint(folder / "model.pt")
+
+
+@pytest.mark.parametrize("covariance", ["full", "diagonal"])
+def test_both_covariance_classes_train_save_load_and_sample(covariance, trained, trained_diagonal):
+    """Each class comes back from its checkpoint as the class it was trained as: the diagonal
+    model's factor L has a zero below its diagonal, the full model's does not (training moved it
+    off its zero start), and both sample finite points through every step."""
+    if covariance == "full":
+        _, model, schedule, _ = trained
+    else:
+        model, schedule, checkpoint = trained_diagonal
+        assert checkpoint["args"]["covariance"] == "diagonal"
+    assert model.config["covariance"] == covariance, f"saved as {covariance}, loaded as {model.config['covariance']}"
+    x_t = roll.heldout_roll(500)
+    with torch.no_grad():
+        _, factor = model(x_t, torch.full((500,), 5))
+    below = factor[:, 1, 0].abs().max().item()
+    if covariance == "diagonal":
+        assert below == 0, f"a diagonal model's L has {below:.2e} below its diagonal"
+    else:
+        assert below > 1e-3, f"the full model's L stayed diagonal after training (largest entry below it {below:.2e})"
+    samples = common.sample_chain(common.reverse_of(model, schedule), 500, schedule.T,
+                                  torch.Generator().manual_seed(4))[0]
+    assert samples.shape == (500, 2) and torch.isfinite(samples).all(), f"{covariance}: samples not finite"
+
+
+def test_bad_covariance_is_refused_in_one_line(load_script, monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(sys, "argv", ["03_train.py", "--covariance", "spherical", "--checkpoint",
+                                      str(tmp_path / "model.pt"), "--images", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit:
+        load_script("03_train.py").main()
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert exit.value.code == 2 and len(errors) == 1, f"exit {exit.value.code}, stderr:\n{err}"
+    assert "--covariance" in errors[0] and "full" in errors[0] and "diagonal" in errors[0], (
+        f"the message should name --covariance and its choices: {errors[0]}")
+    assert "Traceback" not in err and not list(tmp_path.iterdir()), "files written or a traceback"
