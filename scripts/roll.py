@@ -121,13 +121,18 @@ def bayes_optimal_reverse(schedule, covariance="diagonal", n_curve=CURVE_POINTS)
     return reverse
 
 
-def heldout_K(reverse, schedule, n=N_HELDOUT, seed=0, device="cpu"):
-    """K per held-out point (nats, float64): the first n held-out points, every t summed exactly,
-    x_t drawn from a generator seeded with `seed`. The same n and seed give every reverse process
-    the same points and the same noise, so differences between two of them are paired."""
+def heldout_kl(reverse, schedule, n=N_HELDOUT, seed=0, device="cpu"):
+    """Every KL term of K (nats, common.kl_all_steps's (n, T + 1) table) on the first n held-out
+    points, x_t drawn from a generator seeded with `seed`. The same n and seed give every reverse
+    process the same points and the same noise, so differences between two of them are paired."""
     x0 = heldout_roll(n).to(device)
-    kl = common.kl_all_steps(reverse, x0, schedule, torch.Generator().manual_seed(seed))
-    return common.bound_K(kl, schedule)
+    return common.kl_all_steps(reverse, x0, schedule, torch.Generator().manual_seed(seed))
+
+
+def heldout_K(reverse, schedule, n=N_HELDOUT, seed=0, device="cpu"):
+    """K per held-out point (nats, float64), every t summed exactly (heldout_kl: paired across
+    reverse processes for the same n and seed)."""
+    return common.bound_K(heldout_kl(reverse, schedule, n, seed, device), schedule)
 
 
 def mean_and_se_bits(values_nats):
