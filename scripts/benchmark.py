@@ -14,6 +14,7 @@ files stay untouched.
 
     python scripts/benchmark.py                   # the defaults: a minute of training, then minutes of yardsticks
     python scripts/benchmark.py --iters 1000 2000 4000   # how far longer training gets
+    python scripts/benchmark.py --covariance diagonal    # the paper's class against its yardstick
 """
 import argparse
 import math
@@ -30,16 +31,18 @@ import torch
 import common
 import plumbing
 import roll
+from model import COVARIANCES
 
 N_YARDSTICK = 5000   # held-out points for the Bayes-optimal K (minutes per class)
 K_LINE = re.compile(r"^K = (-?[\d.]+) bits  \(K - L_null = (-?[\d.]+) bits")
 SPEED_LINE = re.compile(r"^trained (\d+) iterations in ([\d.]+) s \(([\d.]+) it/s\) on (\S+)")
 
 
-def train(iters, seed, device):
+def train(iters, covariance, seed, device):
     """Run 03_train.py once; returns (wall seconds, its printed numbers)."""
     command = [sys.executable, str(plumbing.ROOT / "scripts" / "03_train.py"), "--seed", str(seed),
-               "--device", device, "--checkpoint", str(plumbing.OUTPUTS / "benchmark.pt")]
+               "--covariance", covariance, "--device", device,
+               "--checkpoint", str(plumbing.OUTPUTS / "benchmark.pt")]
     if iters is not None:
         command += ["--iters", str(iters)]
     with tempfile.TemporaryDirectory() as images:
@@ -62,6 +65,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--iters", type=plumbing.positive_int, nargs="+", default=[None],
                         help="training lengths to run (default: 03_train.py's own default)")
+    parser.add_argument("--covariance", choices=COVARIANCES[:2], default="full",
+                        help="the reverse steps' covariance to train, as for 03_train.py (default: %(default)s)")
     parser.add_argument("--seed", type=plumbing.seed_int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="as for 03_train.py (default: auto)")
     parser.add_argument("--yardstick-points", type=plumbing.whole_number(0, roll.N_HELDOUT), default=N_YARDSTICK,
@@ -77,7 +82,7 @@ def main():
     print(f"machine: {torch.get_num_threads()} torch threads, torch {torch.__version__}")
     print(f"{'iters':>6} {'wall s':>7} {'train s':>8} {'it/s':>6} {'K bits':>7} {'K - L_null':>10}")
     for iters in args.iters:
-        wall, numbers = train(iters, args.seed, args.device)
+        wall, numbers = train(iters, args.covariance, args.seed, args.device)
         print(f"{numbers['iters']:>6} {wall:>7.1f} {numbers['train_s']:>8.1f} {numbers['it_per_s']:>6.1f} "
               f"{numbers['K']:>7.3f} {numbers['K_minus_null']:>10.3f}", flush=True)
 
