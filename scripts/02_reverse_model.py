@@ -95,7 +95,7 @@ def main():
     mean_full, cov_full = common.reverse_from_x0_moments(x0_mean, x0_cov, x_t, t, schedule)
     _, cov_diagonal = common.reverse_from_x0_moments(x0_mean, x0_diagonal, x_t, t, schedule)
     lost = common.kl_gaussian(mean_full, cov_full, mean_full, cov_diagonal)
-    variances, axes_x0 = torch.linalg.eigh(x0_cov)       # ascending: the long axis is the last
+    variances = torch.linalg.eigvalsh(x0_cov)       # ascending: the long axis is the last
     correlation = x0_cov[:, 0, 1] / (x0_cov[:, 0, 0] * x0_cov[:, 1, 1]).sqrt()
     print(f"step t = {t}: noise std sqrt(1 - alpha_bar_t) = {torch.sqrt(1 - alpha_bar[t]).item():.3f}; "
           f"Cov(x0 | x_t) at {N_ELLIPSES} points along the roll (brute-force Bayes):")
