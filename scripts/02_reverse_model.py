@@ -6,14 +6,23 @@ Before training, that network knows nothing. This script builds it, prints its s
 its guess for one step t next to the answer it will be trained to match, the forward posterior
 q(x_{t-1} | x_t, x0), which is known in closed form because x0 is known during training.
 
-Figure (into images/):
+Then it shows why the reverse steps need a full 2x2 covariance, not the paper's diagonal one:
+at a small t, the x0 that a noisy point x_t may have come from lies on a short piece of the
+curve, so Cov(x0 | x_t) (brute-force Bayes, roll.x0_posterior_moments) is a thin ellipse along
+the curve's tangent, and on a spiral the tangent is oblique. Cut to its diagonal, the ellipse
+becomes an axis-aligned one that spreads across the curve, where x0 never is.
+
+Figures (into images/):
 - 02_posterior_vs_untrained.png  for one t: the noisy points x_t, the posterior's pull towards x0,
                                  and the untrained model's pull, with the KL between them
+- 02_x0_covariance.png           at a small t, along the roll: the ellipses of Cov(x0 | x_t) and
+                                 of their diagonal (axis-aligned) cuts
 """
 import argparse
 
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.patches import Ellipse
 
 import common
 import plumbing
@@ -23,6 +32,8 @@ from model import ReverseModel
 N_POINTS = 150        # arrows drawn per panel: enough to see the roll, few enough to read
 ARROW_LENGTH = 0.3    # the posterior's median arrow is drawn this long (one step moves much less)
 NOISE_SHOWN = 0.2     # show the first step t whose noise std sqrt(1 - alpha_bar_t) exceeds this
+NOISE_ELLIPSES = 0.05  # the ellipses' step: the first t whose noise std exceeds this (a small t)
+N_ELLIPSES = 24        # ellipses drawn along the roll, at equal steps of the curve parameter u
 
 
 def main():
@@ -72,6 +83,45 @@ def main():
     fig.tight_layout()
     plumbing.save_figure(fig, args.images / "02_posterior_vs_untrained.png")
     print(f"figure written to {args.images}/02_posterior_vs_untrained.png")
+
+    # Why diagonal falls short: Cov(x0 | x_t) at a small t, by brute-force Bayes over the curve.
+    t = int(torch.nonzero(torch.sqrt(1.0 - alpha_bar) > NOISE_ELLIPSES)[0])
+    x0 = roll.point_at((torch.arange(N_ELLIPSES, dtype=torch.float64) + 0.5) / N_ELLIPSES)
+    x_t = common.sample_gaussian(*common.q_closed_form(x0, t, schedule), generator)
+    x0_mean, x0_cov = roll.x0_posterior_moments(x_t, t, schedule)
+    x0_diagonal = torch.diag_embed(torch.diagonal(x0_cov, dim1=-2, dim2=-1))
+    # The price of the cut, for this step: the KL from the full reverse step (README, chapter 2:
+    # sigma_tilde^2 I + c_t^2 Cov(x0 | x_t)) to the diagonal one with the same mean.
+    mean_full, cov_full = common.reverse_from_x0_moments(x0_mean, x0_cov, x_t, t, schedule)
+    _, cov_diagonal = common.reverse_from_x0_moments(x0_mean, x0_diagonal, x_t, t, schedule)
+    lost = common.kl_gaussian(mean_full, cov_full, mean_full, cov_diagonal)
+    variances = torch.linalg.eigvalsh(x0_cov)       # ascending: the long axis is the last
+    correlation = x0_cov[:, 0, 1] / (x0_cov[:, 0, 0] * x0_cov[:, 1, 1]).sqrt()
+    print(f"step t = {t}: noise std sqrt(1 - alpha_bar_t) = {torch.sqrt(1 - alpha_bar[t]).item():.3f}; "
+          f"Cov(x0 | x_t) at {N_ELLIPSES} points along the roll (brute-force Bayes):")
+    print(f"  long axis std {variances[:, 1].sqrt().median().item():.4f}, short axis std "
+          f"{variances[:, 0].clamp_min(0).sqrt().median().item():.5f} (medians): a thin ellipse along the curve")
+    print(f"  correlation of its two coordinates: median |r| = {correlation.abs().median().item():.2f}, "
+          f"which a diagonal covariance sets to 0")
+    print(f"  the diagonal reverse step loses KL = {lost.mean().item():.3f} nats per point at this step "
+          f"(the full step against its diagonal cut)")
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.6))
+    panels = [(axes[0], [(x0_cov, "tab:red")], "Cov(x0 | x_t), brute-force Bayes"),
+              (axes[1], [(x0_diagonal, "tab:purple"), (x0_cov, "tab:red")],
+               "its diagonal (purple): the paper's class")]
+    background = roll.swiss_roll(2000, generator)
+    for ax, ellipses, title in panels:
+        plumbing.plot_points(ax, background, f"{title}\nt = {t}: ellipses of 2 standard deviations")
+        for cov, color in ellipses:
+            values, vectors = torch.linalg.eigh(cov)
+            for centre, value, vector in zip(x0_mean, values, vectors):
+                angle = torch.rad2deg(torch.atan2(vector[1, 1], vector[0, 1])).item()
+                width, height = (4.0 * value.clamp_min(0).sqrt()).flip(0).tolist()
+                ax.add_patch(Ellipse(centre.tolist(), width, height, angle=angle, fill=False, color=color, lw=1.2))
+    fig.tight_layout()
+    plumbing.save_figure(fig, args.images / "02_x0_covariance.png")
+    print(f"figure written to {args.images}/02_x0_covariance.png")
 
 
 if __name__ == "__main__":

@@ -6,36 +6,43 @@ held-out K and K - L_null in bits. It then puts the result next to the paper's T
 ceilings for beta_1, and the yardsticks no network of each class can beat with this schedule:
 the Bayes-optimal Gaussian reverse process with diagonal and with full covariance
 (roll.bayes_optimal_reverse), evaluated on the same held-out points and the same noise as the
-trained model, so that each difference is paired. A benchmark, not a test: it asserts nothing. The checkpoint goes to
-outputs/benchmark.pt and the figure to a temporary folder, so the walkthrough's files stay
-untouched.
+trained model, so that each difference is paired. From the same KL terms it draws where the bits
+go (README, chapter 3): images/03_kl_per_step.png, each step's KL for the trained model and both
+yardsticks. A benchmark, not a test: it asserts nothing. The checkpoint goes to
+outputs/benchmark.pt and the training curve to a temporary folder, so the walkthrough's other
+files stay untouched.
 
-    python scripts/benchmark.py                   # the defaults: about a minute, then the yardstick
+    python scripts/benchmark.py                   # the defaults: a minute of training, then minutes of yardsticks
     python scripts/benchmark.py --iters 1000 2000 4000   # how far longer training gets
+    python scripts/benchmark.py --covariance diagonal    # the paper's class against its yardstick
 """
 import argparse
 import math
+import pathlib
 import re
 import subprocess
 import sys
 import tempfile
 import time
 
+import matplotlib.pyplot as plt
 import torch
 
 import common
 import plumbing
 import roll
+from model import COVARIANCES
 
-N_YARDSTICK = 5000   # held-out points for the Bayes-optimal K (about a minute per class)
+N_YARDSTICK = 5000   # held-out points for the Bayes-optimal K (minutes per class)
 K_LINE = re.compile(r"^K = (-?[\d.]+) bits  \(K - L_null = (-?[\d.]+) bits")
 SPEED_LINE = re.compile(r"^trained (\d+) iterations in ([\d.]+) s \(([\d.]+) it/s\) on (\S+)")
 
 
-def train(iters, seed, device):
+def train(iters, covariance, seed, device):
     """Run 03_train.py once; returns (wall seconds, its printed numbers)."""
     command = [sys.executable, str(plumbing.ROOT / "scripts" / "03_train.py"), "--seed", str(seed),
-               "--device", device, "--checkpoint", str(plumbing.OUTPUTS / "benchmark.pt")]
+               "--covariance", covariance, "--device", device,
+               "--checkpoint", str(plumbing.OUTPUTS / "benchmark.pt")]
     if iters is not None:
         command += ["--iters", str(iters)]
     with tempfile.TemporaryDirectory() as images:
@@ -58,18 +65,24 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--iters", type=plumbing.positive_int, nargs="+", default=[None],
                         help="training lengths to run (default: 03_train.py's own default)")
+    parser.add_argument("--covariance", choices=COVARIANCES[:2], default="full",
+                        help="the reverse steps' covariance to train, as for 03_train.py (default: %(default)s)")
     parser.add_argument("--seed", type=plumbing.seed_int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="as for 03_train.py (default: auto)")
     parser.add_argument("--yardstick-points", type=plumbing.whole_number(0, roll.N_HELDOUT), default=N_YARDSTICK,
-                        help="held-out points for the Bayes-optimal K; 0 skips it (default: %(default)s)")
+                        help="held-out points for the Bayes-optimal K and the per-step figure; 0 skips "
+                             "them (default: %(default)s)")
+    parser.add_argument("--images", type=pathlib.Path, default=plumbing.IMAGES,
+                        help="folder for the per-step KL figure (default: the repository's images/)")
     args = parser.parse_args()
     plumbing.device_or_exit(parser, args.device)
     plumbing.writable_dir_or_exit(parser, plumbing.OUTPUTS, "the benchmark checkpoint")
+    plumbing.writable_dir_or_exit(parser, args.images, "figures")
 
     print(f"machine: {torch.get_num_threads()} torch threads, torch {torch.__version__}")
     print(f"{'iters':>6} {'wall s':>7} {'train s':>8} {'it/s':>6} {'K bits':>7} {'K - L_null':>10}")
     for iters in args.iters:
-        wall, numbers = train(iters, args.seed, args.device)
+        wall, numbers = train(iters, args.covariance, args.seed, args.device)
         print(f"{numbers['iters']:>6} {wall:>7.1f} {numbers['train_s']:>8.1f} {numbers['it_per_s']:>6.1f} "
               f"{numbers['K']:>7.3f} {numbers['K_minus_null']:>10.3f}", flush=True)
 
@@ -84,16 +97,44 @@ def main():
         # so their differences are measured far more precisely than any K alone.
         n = args.yardstick_points
         model, schedule, _ = plumbing.load_checkpoint(plumbing.OUTPUTS / "benchmark.pt")
-        trained = roll.heldout_K(common.reverse_of(model, schedule), schedule, n, args.seed)
-        print(f"trained ({model.config['covariance']}): K = {roll.mean_and_se_bits(trained)[0]:.3f} bits "
-              f"on {n} held-out points")
+        name = f"trained ({model.config['covariance']})"
+        kl = {name: roll.heldout_kl(common.reverse_of(model, schedule), schedule, n, args.seed)}
+        trained = common.bound_K(kl[name], schedule)
+        print(f"{name}: K = {roll.mean_and_se_bits(trained)[0]:.3f} bits on {n} held-out points")
         for covariance in ("diagonal", "full"):
-            oracle = roll.heldout_K(roll.bayes_optimal_reverse(schedule, covariance), schedule, n, args.seed)
+            kl[f"oracle {covariance}"] = roll.heldout_kl(roll.bayes_optimal_reverse(schedule, covariance),
+                                                         schedule, n, args.seed)
+            oracle = common.bound_K(kl[f"oracle {covariance}"], schedule)
             K, se = roll.mean_and_se_bits(oracle)
             gap, gap_se = roll.mean_and_se_bits(oracle - trained)
             print(f"oracle {covariance}: K = {K:.3f} bits  (se {se:.3f}); {gap:+.3f} bits (se {gap_se:.3f}) "
                   f"from the trained model, paired", flush=True)
+        draw_kl_per_step(kl, schedule, args.images / "03_kl_per_step.png")
+        print(f"figure written to {args.images}/03_kl_per_step.png")
 
+
+def draw_kl_per_step(kl, schedule, path):
+    """Where the bits go (README, chapter 3): each step's mean KL in bits for t = 2..T, and, paired
+    on the same points and noise, what each reverse process loses against the full oracle there."""
+    t = torch.arange(2, schedule.T + 1)
+    best = kl["oracle full"][:, 2:]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    for (name, table), color in zip(kl.items(), ("tab:blue", "tab:purple", "tab:red")):
+        axes[0].plot(t, common.nats_to_bits(table[:, 2:].mean(0)), "o-", ms=3, color=color,
+                     label=f"{name}: {common.nats_to_bits(table.sum(1).mean()):.3f} bits in all")
+        if name != "oracle full":
+            lost = common.nats_to_bits(table[:, 2:] - best)
+            axes[1].errorbar(t, lost.mean(0), yerr=2 * lost.std(0) / math.sqrt(len(lost)), fmt="o-",
+                             ms=3, capsize=2, color=color, label=f"{name} - oracle full")
+    axes[0].set(yscale="log", xlabel="step t", ylabel="mean KL of step t (bits per point)",
+                title=f"the KL terms of K, on {len(best)} held-out points")
+    axes[1].axhline(0.0, color="gray", lw=0.8)
+    axes[1].set(xlabel="step t", ylabel="KL minus the full oracle's (bits per point, +-2 SE)",
+                title="what each step loses against the best full-covariance step")
+    for ax in axes:
+        ax.legend()
+    fig.tight_layout()
+    plumbing.save_figure(fig, path)
 
 if __name__ == "__main__":
     main()

@@ -79,57 +79,58 @@ def K_ceiling(beta_1=common.BETA_1):
 
 
 @torch.no_grad()
-def bayes_optimal_reverse(schedule, covariance="diagonal", n_curve=CURVE_POINTS, chunk=25):
-    """The best Gaussian reverse process for the roll, by brute-force Bayes over n_curve curve
-    points (equal steps of u, so equal prior weights): p(x_{t-1} | x_t) = N(mu_tilde(x_t, E[x0 | x_t]),
+def x0_posterior_moments(x_t, t, schedule, n_curve=CURVE_POINTS, chunk=25):
+    """E[x0 | x_t] (n, 2) and Cov(x0 | x_t) (n, 2, 2) for the roll, by brute-force Bayes over
+    n_curve curve points at equal steps of u (so equal prior weights), each weighted by its
+    likelihood q(x_t | x0) = N(sqrt(alpha_bar_t) x0, (1 - alpha_bar_t) I); float64 on the CPU,
+    for one step t shared by all points."""
+    _, curve = curve_grid(n_curve)
+    outer = (curve.unsqueeze(-1) * curve.unsqueeze(-2)).reshape(n_curve, -1)  # x0 x0^T, flattened
+    alpha_bar_t = float(schedule.alpha_bar[t])
+    mean_x0, cov_x0 = [], []
+    # Small chunks keep each (chunk, n_curve) table at 4 MB, which the allocator reuses: chunks
+    # of 500 (80 MB) went back to the system each time and page faults doubled the cost.
+    for part in x_t.double().cpu().split(chunk):
+        weight = torch.softmax(-torch.cdist(part, math.sqrt(alpha_bar_t) * curve) ** 2
+                               / (2.0 * (1.0 - alpha_bar_t)), dim=1)
+        mean = weight @ curve
+        second = (weight @ outer).reshape(-1, common.D, common.D)   # E[x0 x0^T | x_t]
+        mean_x0.append(mean)
+        cov_x0.append(second - mean.unsqueeze(-1) * mean.unsqueeze(-2))
+    return torch.cat(mean_x0), torch.cat(cov_x0)
+
+
+def bayes_optimal_reverse(schedule, covariance="diagonal", n_curve=CURVE_POINTS):
+    """The best Gaussian reverse process for the roll: p(x_{t-1} | x_t) = N(mu_tilde(x_t, E[x0 | x_t]),
     sigma_tilde^2 I + c_t^2 Cov(x0 | x_t)), the true reverse step's mean and covariance (README,
-    chapter 2), with Cov(x0 | x_t) kept whole ("full") or cut to its diagonal ("diagonal", the
-    paper's class). A yardstick for training, far too slow to sample with: a function
-    (x_t, t) -> (mean, covariance) for one t shared by all points."""
+    chapter 2), with x0's moments from brute-force Bayes (x0_posterior_moments) and Cov(x0 | x_t)
+    kept whole ("full") or cut to its diagonal ("diagonal", the paper's class). A yardstick for
+    training, far too slow to sample with: a function (x_t, t) -> (mean, covariance) for one t
+    shared by all points."""
     if covariance not in ("diagonal", "full"):
         raise ValueError(f"covariance must be 'diagonal' or 'full', got {covariance!r}")
-    _, curve = curve_grid(n_curve)
-    # each curve point's x0 x0^T, flattened: E[x0 x0^T | x_t] is then one matrix product (an
-    # einsum over the three indices took half the time of a step)
-    curve_outer = (curve.unsqueeze(-1) * curve.unsqueeze(-2)).reshape(n_curve, -1)
 
     def reverse(x_t, t):
         t = int(torch.as_tensor(t).flatten()[0])
         if t == 1:
             return common.q_step(x_t, 1, schedule)
-        alpha_bar_t = float(schedule.alpha_bar[t])
-        x_t64 = x_t.double().cpu()
-        mean_x0, cov_x0 = [], []
-        # Small chunks keep each (chunk, n_curve) table at 4 MB, which the allocator reuses:
-        # chunks of 500 (80 MB) went back to the system each time and page faults doubled the cost.
-        for part in x_t64.split(chunk):
-            # q(x0 | x_t) over the curve points: equal prior weights, likelihood q(x_t | x0)
-            weight = torch.softmax(-torch.cdist(part, math.sqrt(alpha_bar_t) * curve) ** 2
-                                   / (2.0 * (1.0 - alpha_bar_t)), dim=1)
-            mean = weight @ curve
-            second = (weight @ curve_outer).reshape(-1, common.D, common.D)
-            mean_x0.append(mean)
-            cov_x0.append(second - mean.unsqueeze(-1) * mean.unsqueeze(-2))
-        mean_x0, cov_x0 = torch.cat(mean_x0), torch.cat(cov_x0)
+        mean_x0, cov_x0 = x0_posterior_moments(x_t, t, schedule, n_curve)
         if covariance == "diagonal":
             cov_x0 = torch.diag_embed(torch.diagonal(cov_x0, dim1=-2, dim2=-1).clamp_min(0.0))
-        mean, cov = common.reverse_from_x0_moments(mean_x0, cov_x0, x_t64, t, schedule)
+        mean, cov = common.reverse_from_x0_moments(mean_x0, cov_x0, x_t.double().cpu(), t, schedule)
         return mean.to(x_t), cov.to(x_t)
 
     return reverse
 
 
 def bayes_optimal_eps(schedule, n_curve=CURVE_POINTS):
-    """The best possible eps-network, E[eps | x_t], as a network (x_t, t) -> (eps, None) for one t
-    >= 2 shared by all points: E[x0 | x_t] read back from bayes_optimal_reverse's mean
-    c_t E[x0 | x_t] + k_t x_t, then eps = (x_t - sqrt(alpha_bar_t) E[x0 | x_t]) / sqrt(1 - alpha_bar_t).
-    It shows what a sampler does when the network makes no error (README, chapter 6)."""
-    reverse = bayes_optimal_reverse(schedule, "diagonal", n_curve)
-
+    """The best possible eps-network, E[eps | x_t] = (x_t - sqrt(alpha_bar_t) E[x0 | x_t]) / sqrt(1 - alpha_bar_t),
+    as a network (x_t, t) -> (eps, None) for one t >= 2 shared by all points, E[x0 | x_t] by
+    brute-force Bayes (x0_posterior_moments). It shows what a sampler does when the network makes
+    no error (README, chapter 6)."""
     def network(x_t, t):
         t = int(torch.as_tensor(t).flatten()[0])
-        c_t, k_t, _ = common.posterior_coefficients(t, schedule, x_t)
-        x0_mean = (reverse(x_t, t)[0] - k_t * x_t) / c_t
+        x0_mean = x0_posterior_moments(x_t, t, schedule, n_curve)[0].to(x_t)
         alpha_bar_t = common.at(schedule.alpha_bar, t)
         return (x_t - torch.sqrt(alpha_bar_t).to(x_t) * x0_mean) / torch.sqrt(1.0 - alpha_bar_t).to(x_t), None
 
@@ -137,9 +138,9 @@ def bayes_optimal_eps(schedule, n_curve=CURVE_POINTS):
 
 
 def heldout_kl(reverse, schedule, n=N_HELDOUT, seed=0, device="cpu"):
-    """Every KL term of K for the first n held-out points (common.kl_all_steps), x_t drawn from a
-    generator seeded with `seed`. The same n and seed give every reverse process the same points
-    and the same noise, so differences between two of them are paired."""
+    """Every KL term of K (nats, common.kl_all_steps's (n, T + 1) table) on the first n held-out
+    points, x_t drawn from a generator seeded with `seed`. The same n and seed give every reverse
+    process the same points and the same noise, so differences between two of them are paired."""
     x0 = heldout_roll(n).to(device)
     return common.kl_all_steps(reverse, x0, schedule, torch.Generator().manual_seed(seed))
 

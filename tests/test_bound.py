@@ -242,3 +242,124 @@ def test_bayes_optimal_reverse_K_sits_the_price_of_finite_steps_below_ceiling_of
     assert abs(best - mean - EXPECTED_GAP) < tolerance, (
         f"Bayes-optimal K = {mean:.3f} +- {se:.3f} nats sits {best - mean:.3f} below the ceiling of K {best:.3f}; "
         f"expected {EXPECTED_GAP} (tolerance {tolerance:.3f})")
+def test_x0_posterior_at_a_small_t_is_a_thin_ellipse_along_the_tangent():
+    """roll.x0_posterior_moments (brute-force Bayes over the curve) at small t, against the picture
+    a straight piece of curve gives: near x_t the curve is x0 = p + s tau (tau the unit tangent),
+    s has a flat prior (u is uniform, and so is arc length over a short piece), and the
+    likelihood N(x_t; sqrt(abar_t) x0, (1 - abar_t) I) makes s Gaussian with variance
+    (1 - abar_t) / abar_t. So E[x0 | x_t] is the curve point nearest x_t / sqrt(abar_t)
+    (roll.nearest_on_curve), Cov(x0 | x_t) has its long axis along tau (by finite differences
+    of roll.point_at) with that variance, and almost nothing across. Tolerances cover the
+    curvature and the slow change of the prior along the curve, a few percent at these t (noise
+    std 0.007 to 0.019, about 1% of the radius); points near the roll's two ends,
+    where the flat prior is cut off, are left out."""
+    s = schedule()
+    u = torch.linspace(0.1, 0.9, 40, dtype=torch.float64)
+    x0 = roll.point_at(u)
+    for t in (5, 10, 15):
+        abar = float(s.alpha_bar[t])
+        x_t = common.sample_gaussian(*common.q_closed_form(x0, t, s), gen(t))
+        mean, cov = roll.x0_posterior_moments(x_t, t, s)
+        distance, u_near = roll.nearest_on_curve(x_t / math.sqrt(abar))
+        nearest = roll.point_at(u_near)
+        gap = (mean - nearest).norm(dim=1).max().item()
+        assert gap < 0.05 * math.sqrt((1 - abar) / abar) + 1e-3, (
+            f"t={t}: E[x0 | x_t] is {gap:.2e} from the nearest curve point (noise std {math.sqrt(1 - abar):.3f})")
+        h = 1e-6
+        tangent = roll.point_at(u_near + h) - roll.point_at(u_near - h)
+        tangent = tangent / tangent.norm(dim=1, keepdim=True)
+        normal = torch.stack([-tangent[:, 1], tangent[:, 0]], dim=1)
+        along = torch.einsum("ni,nij,nj->n", tangent, cov, tangent)
+        across = torch.einsum("ni,nij,nj->n", normal, cov, normal)
+        want = (1 - abar) / abar
+        ratio = along / want
+        assert ((ratio - 1).abs() < 0.05).all(), (
+            f"t={t}: variance along the tangent / (1 - abar) / abar ranges {ratio.min():.3f}..{ratio.max():.3f}, expected 1 +- 0.05")
+        assert (across < 0.02 * want).all(), (
+            f"t={t}: variance across the curve up to {across.max():.2e}, against {want:.2e} along it")
+
+
+# --- an oracle with correlated coordinates: the full-covariance class ------------------------------
+#
+# Data x0 ~ N(0, S), S = [[1, rho], [rho, 1]]: unit variances, so the paper's end terms are exact
+# (E|x_T|^2 = d, and the fixed last step's error has E|.|^2 = d beta_1, as for N(0, I) data).
+# Every marginal is Gaussian, Sigma_t = abar_t S + (1 - abar_t) I, and Cov(x_{t-1}, x_t) =
+# sqrt(alpha_t) Sigma_{t-1}, so the true reverse step is the Gaussian conditional
+#     q(x_{t-1} | x_t) = N(A_t x_t, C_t),  A_t = sqrt(alpha_t) Sigma_{t-1} Sigma_t^-1,
+#     C_t = Sigma_{t-1} - alpha_t Sigma_{t-1} Sigma_t^-1 Sigma_{t-1},
+# with correlated coordinates: a diagonal covariance cannot hold it.
+
+RHO = 0.8
+
+
+def correlated_marginals(s):
+    """Sigma_t for t = 0..T, float64 (T + 1, 2, 2)."""
+    S = torch.tensor([[1.0, RHO], [RHO, 1.0]], dtype=torch.float64)
+    abar = s.alpha_bar.reshape(-1, 1, 1)
+    return abar * S + (1.0 - abar) * torch.eye(D, dtype=torch.float64)
+
+
+def correlated_reverse(s, diagonal=False):
+    """The true reverse step of N(0, S) data, or the best diagonal one: the same mean with C_t cut
+    to its diagonal (for a diagonal Gaussian the expected KL separates by coordinate, and each
+    variance is best at the true one)."""
+    sigma = correlated_marginals(s)
+
+    def reverse(x_t, t):
+        t = int(torch.as_tensor(t).flatten()[0])
+        alpha = 1.0 - s.beta[t]
+        gain = sigma[t - 1] @ torch.linalg.inv(sigma[t])
+        C = sigma[t - 1] - alpha * gain @ sigma[t - 1]
+        if diagonal:
+            C = torch.diag(torch.diagonal(C))
+        return x_t @ (torch.sqrt(alpha) * gain).T.to(x_t), C.to(x_t).expand(x_t.shape[0], D, D)
+
+    return reverse
+
+
+def test_correlated_gaussian_oracle_attains_the_closed_form_K_and_diagonal_steps_lose_what_theory_says():
+    """With the true (full-covariance) reverse steps of N(0, S) data, mean K equals its closed
+    form, and the best diagonal steps score lower by exactly what their lost correlation costs.
+
+    Closed form of K, by information theory rather than the KL formula: the expected KL of step t
+    is I(x0; x_{t-1} | x_t) = I(x0; x_{t-1}) - I(x0; x_t) (Markov chain), with
+    I(x0; x_t) = 1/2 log det Sigma_t - d/2 log(1 - abar_t); the sum telescopes to
+    I(x0; x_1) - I(x0; x_T), and with entropy_part's three entropies
+        K = -d/2 log(2 pi e) - 1/2 log det Sigma_1 + 1/2 log det Sigma_T,
+    which is the data's exact log-likelihood E[log N(x0; 0, S)] = -1/2 log det(2 pi e S), less
+    KL(q(x_T) || N(0, I)) = -1/2 log det Sigma_T (the model starts from N(0, I), not from q(x_T))
+    and 1/2 log(det Sigma_1 / det S) (the fixed last step's blur), both in closed form.
+    The diagonal steps lose, at each t, KL(N(m, C_t) || N(m, diag C_t)) = -1/2 log(1 - r_t^2), r_t
+    the correlation in C_t: summed over t = 2..T, checked on the paired difference."""
+    s = schedule()
+    n = 20_000
+    x0 = torch.randn(n, D, generator=gen(50), dtype=torch.float64) @ torch.linalg.cholesky(
+        torch.tensor([[1.0, RHO], [RHO, 1.0]], dtype=torch.float64)).T
+    K_full = common.bound_K(common.kl_all_steps(correlated_reverse(s), x0, s, gen(51)), s)
+    K_diag = common.bound_K(common.kl_all_steps(correlated_reverse(s, diagonal=True), x0, s, gen(51)), s)
+
+    sigma = correlated_marginals(s)
+    S_det = 1.0 - RHO ** 2
+    want = (-(D / 2) * math.log(2 * math.pi * math.e) - 0.5 * math.log(torch.det(sigma[1]).item())
+            + 0.5 * math.log(torch.det(sigma[s.T]).item()))
+    log_likelihood = -0.5 * (D * math.log(2 * math.pi * math.e) + math.log(S_det))
+    prior_price = -0.5 * math.log(torch.det(sigma[s.T]).item())
+    blur_price = 0.5 * math.log(torch.det(sigma[1]).item() / S_det)
+    assert abs(want - (log_likelihood - prior_price - blur_price)) < 1e-12
+    mean, se = K_full.mean().item(), K_full.std().item() / math.sqrt(n)
+    assert abs(mean - want) < 4 * se, (f"K with the true steps = {mean:.4f} +- {se:.4f} nats, closed form "
+                                       f"{want:.4f} (exact log-likelihood {log_likelihood:.4f} less the prior's "
+                                       f"{prior_price:.4f} and the last step's {blur_price:.2e}; tolerance 4 SE)")
+
+    lost = 0.0
+    for t in range(2, s.T + 1):
+        alpha = 1.0 - s.beta[t]
+        C = sigma[t - 1] - alpha * sigma[t - 1] @ torch.linalg.inv(sigma[t]) @ sigma[t - 1]
+        r = (C[0, 1] / torch.sqrt(C[0, 0] * C[1, 1])).item()
+        lost += -0.5 * math.log(1.0 - r ** 2)
+    gap = K_full - K_diag
+    gap_mean, gap_se = gap.mean().item(), gap.std().item() / math.sqrt(n)
+    assert lost > 20 * gap_se, f"the predicted loss {lost:.4f} nats should dwarf the SE {gap_se:.4f}"
+    assert abs(gap_mean - lost) < 4 * gap_se, (
+        f"K(full) - K(diagonal) = {gap_mean:.4f} +- {gap_se:.4f} nats, predicted sum of -1/2 log(1 - r_t^2) = "
+        f"{lost:.4f} (tolerance 4 SE)")

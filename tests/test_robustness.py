@@ -628,6 +628,48 @@ def test_ctrl_c_during_training_saves_the_last_completed_iteration_and_resume_fi
     assert left == ["model.pt"], f"after --resume the folder holds {left}, expected only model.pt"
 
 
+def test_resumed_run_ends_bit_identical_to_one_that_never_stopped(tmp_path, monkeypatch, capsys):
+    # In this process, so the stop can fall on a chosen iteration: the 5th training batch raises
+    # a real SIGINT, which the script's handler turns into a save after that iteration. The
+    # resumed run must end with the same weights, optimizer state and data generator, bit for
+    # bit, as a run that never stopped. (Held-out K on 200 points: the printed number is not
+    # what this test is about.)
+    heldout_K = roll.heldout_K
+    monkeypatch.setattr(roll, "heldout_K", lambda *args, **kwargs: heldout_K(*args, **{**kwargs, "n": 200}))
+    options = ["--iters", 12, "--batch-size", 64, "--seed", 3, "--device", "cpu", "--images", tmp_path / "images"]
+    code, _, err = call_main("03_train.py", [*options, "--checkpoint", tmp_path / "whole.pt"], monkeypatch, capsys)
+    assert code == 0, f"the uninterrupted run failed (exit {code}):\n{err[-2000:]}"
+
+    swiss_roll, batches = roll.swiss_roll, []
+
+    def fifth_batch_interrupts(*args, **kwargs):
+        batches.append(True)
+        if len(batches) == 5:
+            signal.raise_signal(signal.SIGINT)
+        return swiss_roll(*args, **kwargs)
+
+    monkeypatch.setattr(roll, "swiss_roll", fifth_batch_interrupts)
+    stopped = [*options, "--checkpoint", tmp_path / "stopped.pt"]
+    code, _, err = call_main("03_train.py", stopped, monkeypatch, capsys)
+    assert code == 130, f"the interrupted run exited with {code}, expected 130:\n{err[-2000:]}"
+    assert torch.load(tmp_path / "stopped.pt", weights_only=True)["iteration"] == 5
+    monkeypatch.setattr(roll, "swiss_roll", swiss_roll)
+    code, _, err = call_main("03_train.py", [*stopped, "--resume"], monkeypatch, capsys)
+    assert code == 0, f"--resume failed (exit {code}):\n{err[-2000:]}"
+
+    whole = torch.load(tmp_path / "whole.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "stopped.pt", weights_only=True)
+    assert resumed["iteration"] == whole["iteration"] == 12
+    differing = [key for key in whole["model_state"]
+                 if not torch.equal(whole["model_state"][key], resumed["model_state"][key])]
+    assert not differing, f"the resumed run's weights differ from the uninterrupted one's in {differing}"
+    for key, slot in whole["optimizer_state"]["state"].items():
+        for name, value in slot.items():
+            assert torch.equal(value, resumed["optimizer_state"]["state"][key][name]), (
+                f"Adam's {name} of parameter {key} differs after the resume")
+    assert torch.equal(whole["generator_state"], resumed["generator_state"]), "the data generator differs"
+
+
 def test_command_suggested_after_ctrl_c_continues_to_the_same_iters(background, tmp_path, monkeypatch, capsys):
     # The reader copies what the message says. Run it here up to the first training batch: the
     # bar it draws shows where it continues from and where it will stop.

@@ -155,3 +155,50 @@ def test_every_optimizer_step_uses_the_scheduled_learning_rate(tmp_path, monkeyp
         load_script("03_train.py").main()
     want = warmup_then_cosine(5, 0.002).tolist()
     assert np.allclose(used, want, rtol=1e-12, atol=0), f"Adam stepped with learning rates {used}, expected {want}"
+
+
+@pytest.fixture(scope="module")
+def trained_diagonal(tmp_path_factory):
+    """03_train.py --covariance diagonal, a tiny run: the model it saved, and the folder."""
+    folder = tmp_path_factory.mktemp("train_diagonal")
+    run = run_script("03_train.py", "--covariance", "diagonal", "--iters", 30, "--batch-size", 256,
+                     "--seed", 0, "--checkpoint", folder / "model.pt", "--images", folder)
+    assert run.returncode == 0, f"03_train.py --covariance diagonal failed:\n{run.stderr[-2000:]}"
+    return plumbing.load_checkpoint(folder / "model.pt")
+
+
+@pytest.mark.parametrize("covariance", ["full", "diagonal"])
+def test_both_covariance_classes_train_save_load_and_sample(covariance, trained, trained_diagonal):
+    """Each class comes back from its checkpoint as the class it was trained as: the diagonal
+    model's factor L has a zero below its diagonal, the full model's does not (training moved it
+    off its zero start), and both sample finite points through every step."""
+    if covariance == "full":
+        _, model, schedule, _ = trained
+    else:
+        model, schedule, checkpoint = trained_diagonal
+        assert checkpoint["args"]["covariance"] == "diagonal"
+    assert model.config["covariance"] == covariance, f"saved as {covariance}, loaded as {model.config['covariance']}"
+    x_t = roll.heldout_roll(500)
+    with torch.no_grad():
+        _, factor = model(x_t, torch.full((500,), 5))
+    below = factor[:, 1, 0].abs().max().item()
+    if covariance == "diagonal":
+        assert below == 0, f"a diagonal model's L has {below:.2e} below its diagonal"
+    else:
+        assert below > 1e-3, f"the full model's L stayed diagonal after training (largest entry below it {below:.2e})"
+    samples = common.sample_chain(common.reverse_of(model, schedule), 500, schedule.T,
+                                  torch.Generator().manual_seed(4))[0]
+    assert samples.shape == (500, 2) and torch.isfinite(samples).all(), f"{covariance}: samples not finite"
+
+
+def test_bad_covariance_is_refused_in_one_line(load_script, monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(sys, "argv", ["03_train.py", "--covariance", "spherical", "--checkpoint",
+                                      str(tmp_path / "model.pt"), "--images", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit:
+        load_script("03_train.py").main()
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert exit.value.code == 2 and len(errors) == 1, f"exit {exit.value.code}, stderr:\n{err}"
+    assert "--covariance" in errors[0] and "full" in errors[0] and "diagonal" in errors[0], (
+        f"the message should name --covariance and its choices: {errors[0]}")
+    assert "Traceback" not in err and not list(tmp_path.iterdir()), "files written or a traceback"
