@@ -51,8 +51,11 @@ def test_bad_number_is_refused_in_one_line_before_training(args, option, tmp_pat
 
 def test_tiny_benchmark_reads_the_training_run_and_measures_the_yardsticks(tmp_path, monkeypatch, capsys):
     # One real 03_train.py run of 3 iterations, then both yardsticks on 20 points (~20 s on 2 cores).
-    code, out, err = run_benchmark(["--iters", 3, "--yardstick-points", 20, "--device", "cpu"], tmp_path,
-                                   monkeypatch, capsys)
+    # --images: a tiny run's figure must never replace the README's (images/ is committed)
+    images = tmp_path / "images"
+    before = {path: path.read_bytes() for path in plumbing.IMAGES.iterdir()}
+    code, out, err = run_benchmark(["--iters", 3, "--yardstick-points", 20, "--device", "cpu",
+                                    "--images", images], tmp_path, monkeypatch, capsys)
     assert code == 0, f"benchmark.py exited {code}:\n{out}\n{err[-2000:]}"
     rows = ROW.findall(out)
     assert len(rows) == 1 and rows[0][0] == "3", f"expected one row for 3 iterations:\n{out}"
@@ -64,4 +67,7 @@ def test_tiny_benchmark_reads_the_training_run_and_measures_the_yardsticks(tmp_p
         gap = float(m[2]) - float(trained[2])
         assert abs(gap - float(m[4])) < 2e-3, f"{covariance}: the paired gap {m[4]} is not K {m[2]} - trained {trained[2]}"
         assert float(m[4]) > 0, f"the Bayes-optimal {covariance} K {m[2]} is not above a 3-iteration model's {trained[2]}"
-    assert [p.name for p in tmp_path.iterdir()] == ["benchmark.pt"], f"left behind: {list(tmp_path.iterdir())}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["benchmark.pt", "images"], f"left behind: {list(tmp_path.iterdir())}"
+    assert [p.name for p in images.iterdir()] == ["03_kl_per_step.png"], f"figures: {list(images.iterdir())}"
+    after = {path: path.read_bytes() for path in plumbing.IMAGES.iterdir()}
+    assert after == before, "the benchmark test changed the repository's images/"
