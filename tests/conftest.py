@@ -152,3 +152,21 @@ def keep_process_settings():
     signal.signal(signal.SIGINT, sigint)
     os.environ.clear()
     os.environ.update(environment)
+
+
+def _committed_files(folder):
+    """Every file under folder (relative path -> bytes): what the tests must leave as it was."""
+    return {str(path.relative_to(folder)): path.read_bytes()
+            for path in sorted(folder.rglob("*")) if path.is_file()} if folder.is_dir() else {}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _repository_figures_are_left_as_they_were():
+    """The figures in images/ are committed and shown by the README: a test that runs a script
+    with its default --images would replace one with a tiny run's figure (this happened once).
+    Every test writes into a temporary folder; this fails the session if images/ changed."""
+    before = _committed_files(ROOT / "images")
+    yield
+    after = _committed_files(ROOT / "images")
+    changed = sorted(name for name in set(before) | set(after) if before.get(name) != after.get(name))
+    assert not changed, f"the tests changed the committed figures in images/: {changed}"
