@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 import common
+import ddpm
 import plumbing
 import roll
 from model import ReverseModel
@@ -166,7 +167,7 @@ def main():
     _, _, beta_tilde = common.posterior_coefficients(steps, schedule, torch.zeros((), dtype=torch.float64))
     beta = variance_table(schedule, common.at(schedule.beta, steps))
     beta_tilde = variance_table(schedule, beta_tilde)
-    weight = {name: variance_table(schedule, common.eps_weight(steps, schedule, common.at(var, steps)))
+    weight = {name: variance_table(schedule, ddpm.eps_weight(steps, schedule, common.at(var, steps)))
               for name, var in (("beta", beta), ("beta_tilde", beta_tilde))}
     print("the bound's weight w_t on ||eps - eps_theta||^2 (L_simple uses 1 for every t):")
     print("   t     beta_t   w_t (sigma^2 = beta_t)   w_t (sigma^2 = beta_tilde_t)")
@@ -177,17 +178,16 @@ def main():
     # 3. The variances. Both statistics are per-t averages over fresh training points.
     began = time.perf_counter()
     mean_sq_eps, mean_sq_x0_error = roll.eps_moments(eps_network, schedule, N_MOMENTS, generator, device)
-    _, curve = roll.curve_grid()
-    half_range = ((curve.max(0).values - curve.min(0).values) / 2).max().item()  # the paper's clip
+    half_range = roll.half_range()   # Analytic-DPM's clip
     variance = {
         "beta": beta,
         "beta_tilde": beta_tilde,
-        "analytic": variance_table(schedule, common.analytic_variance(
+        "analytic": variance_table(schedule, ddpm.analytic_variance(
             steps, schedule, mean_sq_eps[steps].unsqueeze(1), half_range)),
-        "isotropic_best": variance_table(schedule, common.best_isotropic_variance(
+        "isotropic_best": variance_table(schedule, ddpm.best_isotropic_variance(
             steps, schedule, mean_sq_x0_error[steps].unsqueeze(1))),
     }
-    reverse = {name: common.reverse_with_variance(eps_network, schedule, var) for name, var in variance.items()}
+    reverse = {name: ddpm.reverse_with_variance(eps_network, schedule, var) for name, var in variance.items()}
     learned = fit_variance_outputs(eps_network, schedule, args.batch_size, generator, device)
     reverse["learned"] = common.reverse_of(learned, schedule)
     print(f"variances ready in {time.perf_counter() - began:.1f} s (statistics on {N_MOMENTS} fresh points "

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 
 import common
+import ddpm
+import ddim
 import plumbing
 import roll
 
@@ -58,7 +60,7 @@ def main():
     parser.add_argument("--steps", type=steps_list, default=list(STEPS),
                         help=f"comma-separated numbers of steps, each from 2 to T = {common.T} "
                              f"(default: {','.join(map(str, STEPS))})")
-    parser.add_argument("--spacing", choices=common.SPACINGS, default="log_snr",
+    parser.add_argument("--spacing", choices=ddim.SPACINGS, default="log_snr",
                         help="spread the steps evenly in t or in log signal-to-noise ratio (default: %(default)s)")
     parser.add_argument("--n-samples", type=plumbing.positive_int, default=N_SAMPLES,
                         help="samples per run (default: %(default)s)")
@@ -91,25 +93,24 @@ def main():
     # Analytic-DPM's statistic is a property of the network at its own steps; each respaced chain
     # reads it at the steps it keeps and puts it into its own variance formula.
     mean_sq_eps, _ = roll.eps_moments(network, schedule, args.moment_points, generator, device)
-    _, curve = roll.curve_grid()
-    half_range = ((curve.max(0).values - curve.min(0).values) / 2).max().item()  # chapter 5's clip
+    half_range = roll.half_range()   # Analytic-DPM's clip
     print(f"{args.n_samples} samples per run, the same x_T ~ N(0, I) for every run; steps spread evenly "
           f"in {args.spacing}; K in bits on {args.k_points} held-out points; eps from "
           f"{'brute-force Bayes (no network)' if args.bayes_eps else args.checkpoint}")
 
     results, samples, paths = {}, {}, None
     for steps in args.steps:
-        tau = common.sub_sequence(schedule, steps, args.spacing)
-        respaced, t_of = common.respace(schedule, tau)
-        net = common.on_respaced_steps(network, t_of)
+        tau = ddim.sub_sequence(schedule, steps, args.spacing)
+        respaced, t_of = ddim.respace(schedule, tau)
+        net = ddim.on_respaced_steps(network, t_of)
         learned = torch.arange(2, steps + 1)   # respaced steps the network answers for
         analytic_var = torch.zeros(steps + 1, dtype=torch.float64)  # entry 1: the fixed kernel's own
-        analytic_var[2:] = common.analytic_variance(learned, respaced, mean_sq_eps[t_of[learned]].unsqueeze(1),
+        analytic_var[2:] = ddpm.analytic_variance(learned, respaced, mean_sq_eps[t_of[learned]].unsqueeze(1),
                                                     half_range).flatten()
-        reverses = {"ddim_eta0": common.ddim_reverse(net, respaced, 0.0),
-                    "ddim_eta1": common.ddim_reverse(net, respaced, 1.0),
-                    "analytic": common.reverse_with_variance(net, respaced, analytic_var),
-                    "ddim_heun": common.ddim_reverse(net, respaced, 0.0, second_order=True)}
+        reverses = {"ddim_eta0": ddim.ddim_reverse(net, respaced, 0.0),
+                    "ddim_eta1": ddim.ddim_reverse(net, respaced, 1.0),
+                    "analytic": ddpm.reverse_with_variance(net, respaced, analytic_var),
+                    "ddim_heun": ddim.ddim_reverse(net, respaced, 0.0, second_order=True)}
         print(f"steps={steps}: t = {', '.join(map(str, tau))}")
         for name, reverse in reverses.items():
             # a generator seeded afresh for each run: every run starts from the same x_T

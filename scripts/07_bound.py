@@ -3,12 +3,12 @@
 K is a lower bound on the log-likelihood. This chapter measures how far below it sits, and what
 would lift it, in three parts:
 1. The trained model's log-likelihood, bounded more tightly: the importance-weighted bound over
-   M forward trajectories per held-out point (common.log_weight, common.importance_weighted_bound)
+   M forward trajectories per held-out point (likelihood.log_weight, likelihood.importance_weighted_bound)
    for M = 1, 4, ..., 256. M = 1 is K itself, computed from the raw definition of the bound with
    no KL formula and no entropy terms, so it checks chapter 3 as well.
 2. The bound against the number of steps T, no training: the best Gaussian reverse process
    (brute-force Bayes, roll.bayes_optimal_reverse) with diagonal and with full covariance, for
-   T = 10, 20, 40, 100, with the two ends of our schedule held fixed (common.schedule_between_ends,
+   T = 10, 20, 40, 100, with the two ends of our schedule held fixed (likelihood.schedule_between_ends,
    log signal-to-noise ratio linear in between).
 3. The path between the fixed ends: our schedule's shape, the linear one and a cosine one, at
    T = 10, 40 and 100. Variational diffusion models (Kingma et al. 2021) show that as T grows
@@ -32,6 +32,7 @@ import matplotlib.pyplot as plt
 import torch
 
 import common
+import likelihood
 import plumbing
 import roll
 
@@ -53,7 +54,7 @@ def importance_weighted_bounds(log_weights, m_values):
     for m in m_values:
         groups = m_max // m
         grouped = log_weights[:, :groups * m].reshape(n * groups, m)
-        bounds[m] = common.importance_weighted_bound(grouped).reshape(n, groups).mean(dim=1)
+        bounds[m] = likelihood.importance_weighted_bound(grouped).reshape(n, groups).mean(dim=1)
     return bounds
 
 
@@ -117,7 +118,7 @@ def main():
     K_model = roll.heldout_K(reverse, schedule, n, args.seed, device)
     K_bits, K_se = roll.mean_and_se_bits(K_model)
     trajectories = x0.repeat_interleave(m_max, dim=0)
-    log_weights = torch.cat([common.log_weight(reverse, part, schedule, generator)
+    log_weights = torch.cat([likelihood.log_weight(reverse, part, schedule, generator)
                              for part in trajectories.split(TRAJECTORIES_PER_BATCH)]).reshape(n, m_max)
     bounds = importance_weighted_bounds(log_weights, m_values)
     seconds_iw = time.perf_counter() - began
@@ -157,7 +158,7 @@ def main():
     def measure(shape, T, label):
         """The best K of both classes for one schedule, printed and kept in best[shape, T]."""
         if (shape, T) not in best:
-            best[shape, T] = best_K_both_classes(common.schedule_between_ends(T, shape), n_best, args.seed)
+            best[shape, T] = best_K_both_classes(likelihood.schedule_between_ends(T, shape), n_best, args.seed)
         for covariance in ("diagonal", "full"):
             value, se = roll.mean_and_se_bits(best[shape, T][covariance])
             print(f"T={T}  {label}class={covariance}  best K = {value:.3f} bits  (se {se:.3f})", flush=True)
@@ -182,9 +183,9 @@ def main():
     shape_steps = sorted(set(args.shape_steps))
     for T in shape_steps:
         print(f"three paths between the same ends, T={T}:")
-        for shape in common.SCHEDULE_SHAPES:
+        for shape in likelihood.SCHEDULE_SHAPES:
             measure(shape, T, f"shape={shape}  ")
-        for shape in [other for other in common.SCHEDULE_SHAPES if other != SWEEP_SHAPE]:
+        for shape in [other for other in likelihood.SCHEDULE_SHAPES if other != SWEEP_SHAPE]:
             print(f"  {shape} minus {SWEEP_SHAPE}: " + ", ".join(
                 f"{covariance} {paired(best[shape, T][covariance], best[SWEEP_SHAPE, T][covariance])}"
                 for covariance in ("diagonal", "full")) + " bits, paired")
@@ -210,8 +211,8 @@ def main():
     plumbing.save_figure(fig, args.images / "07_bound_vs_T.png")
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for shape, color in zip(common.SCHEDULE_SHAPES, ("tab:green", "tab:blue", "tab:purple")):
-        snr = common.log_snr(common.schedule_between_ends(common.T, shape))[1:]
+    for shape, color in zip(likelihood.SCHEDULE_SHAPES, ("tab:green", "tab:blue", "tab:purple")):
+        snr = common.log_snr(likelihood.schedule_between_ends(common.T, shape))[1:]
         left.plot(torch.arange(common.T) / (common.T - 1), snr, marker=".", color=color, label=shape)
         for covariance, style in (("diagonal", "-"), ("full", "--")):
             values = [roll.mean_and_se_bits(best[shape, T][covariance]) for T in shape_steps]

@@ -57,6 +57,14 @@ def curve_grid(m=CURVE_POINTS):
     return u, point_at(u)
 
 
+def half_range():
+    """The larger half-range of the roll's two standardised coordinates, (max - min) / 2 over the
+    curve: no x0 is farther than this from the middle, so Var(x0 | x_t) per coordinate is at most
+    its square (Analytic-DPM's upper clip, README chapter 5)."""
+    _, curve = curve_grid()
+    return ((curve.max(0).values - curve.min(0).values) / 2).max().item()
+
+
 # --- the best possible (README, chapter 3) -------------------------------------------------------
 
 def log_likelihood_ceiling(beta_1=common.BETA_1, n_angles=100_000):

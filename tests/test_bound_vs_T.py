@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import common
+import likelihood
 import plumbing
 import roll
 from conftest import load_script, start_script
@@ -24,7 +25,7 @@ def gen(seed):
 
 def log_weights(reverse, x0, schedule, m, seed):
     """An (n, m) table of log weights: m forward trajectories for each point of x0."""
-    return common.log_weight(reverse, x0.repeat_interleave(m, dim=0), schedule, gen(seed)).reshape(-1, m)
+    return likelihood.log_weight(reverse, x0.repeat_interleave(m, dim=0), schedule, gen(seed)).reshape(-1, m)
 
 
 def standard_normal_reverse(schedule, var_scale=1.0):
@@ -44,14 +45,14 @@ def test_iw_bound_is_the_exact_log_likelihood_for_gaussian_data_and_exact_revers
     p(x0, x_{1:T}) / q(x_{1:T} | x0) = p(x0) = N(x0; 0, I) for every trajectory: every log weight
     of a point is the same number, and the bound equals -|x0|^2 / 2 - log(2 pi) for every M.
     A factor left out or taken at the wrong step would make the weights vary with the trajectory."""
-    schedule = common.schedule_between_ends(T, shape)
+    schedule = likelihood.schedule_between_ends(T, shape)
     x0 = torch.randn(100, D, generator=gen(0), dtype=torch.float64)
     exact = -0.5 * (x0 ** 2).sum(dim=1) - math.log(2.0 * math.pi)
     table = log_weights(standard_normal_reverse(schedule), x0, schedule, 16, seed=1)
     spread = (table.max(dim=1).values - table.min(dim=1).values).max().item()
     assert spread < 1e-8, f"log weights of one point differ by up to {spread:.2e} nats across trajectories"
     for m in (1, 4, 16):
-        gap = (common.importance_weighted_bound(table[:, :m]) - exact).abs().max().item()
+        gap = (likelihood.importance_weighted_bound(table[:, :m]) - exact).abs().max().item()
         assert gap < 1e-8, f"M={m}: the bound is {gap:.2e} nats from log N(x0; 0, I) (tolerance 1e-8)"
 
 
@@ -62,7 +63,7 @@ def test_iw_bound_of_a_wrong_reverse_process_is_below_the_likelihood_and_rises_w
     x0 = torch.randn(400, D, generator=gen(2), dtype=torch.float64)
     exact = -0.5 * (x0 ** 2).sum(dim=1) - math.log(2.0 * math.pi)
     table = log_weights(standard_normal_reverse(schedule, var_scale=2.0), x0, schedule, 16, seed=3)
-    one, sixteen = common.importance_weighted_bound(table[:, :1]), common.importance_weighted_bound(table)
+    one, sixteen = likelihood.importance_weighted_bound(table[:, :1]), likelihood.importance_weighted_bound(table)
     below, below_se = (exact - sixteen).mean().item(), (exact - sixteen).std().item() / math.sqrt(len(x0))
     rise, rise_se = (sixteen - one).mean().item(), (sixteen - one).std().item() / math.sqrt(len(x0))
     assert below > 4 * below_se, f"M=16 bound {below:.3f} +- {below_se:.3f} nats below log p(x0): expected > 4 se"
@@ -111,13 +112,13 @@ def test_one_trajectory_bound_matches_K_of_a_small_trained_model(small_model):
 
 # --- schedules between fixed ends ----------------------------------------------------------------
 
-@pytest.mark.parametrize("shape", common.SCHEDULE_SHAPES)
+@pytest.mark.parametrize("shape", likelihood.SCHEDULE_SHAPES)
 def test_schedules_between_ends_keep_both_ends_and_a_decreasing_alpha_bar(shape):
     """alpha_bar_1 and alpha_bar_T are those of our schedule (so beta_1, and with it the ceiling
     of K, is kept) for every T; alpha_bar falls strictly and every beta_t is in (0, 1)."""
     ours = common.make_schedule()
     for T in (2, 10, 40, 100):
-        schedule = common.schedule_between_ends(T, shape)
+        schedule = likelihood.schedule_between_ends(T, shape)
         assert schedule.T == T, f"{shape}: asked for T={T}, got {schedule.T}"
         for ours_t, t in ((1, 1), (common.T, T)):
             want, got = float(ours.alpha_bar[ours_t]), float(schedule.alpha_bar[t])
@@ -133,15 +134,15 @@ def test_each_shape_follows_its_definition():
     def second_differences(values):
         return max(abs(a - 2 * b + c) for a, b, c in zip(values, values[1:], values[2:]))
 
-    abar = common.schedule_between_ends(25, "linear").alpha_bar[1:].tolist()
+    abar = likelihood.schedule_between_ends(25, "linear").alpha_bar[1:].tolist()
     assert second_differences([math.log(a / (1 - a)) for a in abar]) < 1e-9, "linear: log SNR is not linear in t"
-    abar = common.schedule_between_ends(25, "cosine").alpha_bar[1:].tolist()
+    abar = likelihood.schedule_between_ends(25, "cosine").alpha_bar[1:].tolist()
     assert second_differences([math.acos(math.sqrt(a)) for a in abar]) < 1e-9, "cosine: the angle is not linear in t"
-    gap = (common.schedule_between_ends(common.T, "ours").beta - common.make_schedule().beta).abs().max().item()
+    gap = (likelihood.schedule_between_ends(common.T, "ours").beta - common.make_schedule().beta).abs().max().item()
     assert gap < 1e-12, f"'ours' at T = 40 differs from our schedule by {gap:.2e} in beta"
     for bad in ({"T": 1}, {"T": 10, "shape": "square"}):
         with pytest.raises(ValueError):
-            common.schedule_between_ends(**bad)
+            likelihood.schedule_between_ends(**bad)
 
 
 # --- the best K against T ------------------------------------------------------------------------
@@ -149,7 +150,7 @@ def test_each_shape_follows_its_definition():
 def small_case(T):
     """A schedule of T steps between the ends of ours with beta_1 = 1e-4: coarse enough that a
     2,000-point curve grid resolves its first steps (about a second per schedule)."""
-    return common.schedule_between_ends(T, "linear", common.make_schedule(beta_1=1e-4))
+    return likelihood.schedule_between_ends(T, "linear", common.make_schedule(beta_1=1e-4))
 
 
 def test_both_classes_at_once_equal_brute_force_bayes_run_per_class():
@@ -221,7 +222,7 @@ def test_script_prints_every_number_in_its_documented_line(runs):
     assert [(int(T), c) for T, c, *_ in LINES["best"].findall(result.stdout)] == [
         (2, "diagonal"), (2, "full"), (3, "diagonal"), (3, "full")], result.stdout
     assert [(s, c) for _, s, c, *_ in LINES["shape"].findall(result.stdout)] == [
-        (s, c) for s in common.SCHEDULE_SHAPES for c in ("diagonal", "full")], result.stdout
+        (s, c) for s in likelihood.SCHEDULE_SHAPES for c in ("diagonal", "full")], result.stdout
     for name in ("07_iw_bound.png", "07_bound_vs_T.png", "07_schedules.png"):
         assert (folder / name).stat().st_size > 0, f"{name} missing or empty"
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import common
+import ddpm
 import plumbing
 import roll
 from model import ReverseModel
@@ -49,7 +50,7 @@ def test_algorithm2_mean_is_the_posterior_mean_at_x0_hat_for_every_t(name):
         _, _, x_t = noised(schedule, t, n=200, seed=t)
         eps = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(100 + t), dtype=torch.float64)
         posterior_mean, _ = common.q_posterior(common.x0_from_eps(x_t, eps, t, schedule), x_t, t, schedule)
-        gap = (common.ddpm_mean(x_t, eps, t, schedule) - posterior_mean).abs().max().item()
+        gap = (ddpm.ddpm_mean(x_t, eps, t, schedule) - posterior_mean).abs().max().item()
         # 1 - alpha_bar_1 = 1e-5 is known to ~1e-11 relative in float64: that is float precision here
         assert gap < 1e-10, f"{name} schedule, t = {t}: Algorithm 2's mean is {gap:.2e} from the posterior mean"
 
@@ -71,7 +72,7 @@ def test_eps_weight_is_the_kl_difference_between_two_eps_predictions(variance):
             mean, _ = common.q_posterior(common.x0_from_eps(x_t, guess, t, schedule), x_t, t, schedule)
             kl.append(common.kl_gaussian(*posterior, mean, common.identity_times(var, x_t)))
             error.append((eps - guess).square().sum(1))
-        weighted = common.eps_weight(t, schedule, var) * (error[0] - error[1])
+        weighted = ddpm.eps_weight(t, schedule, var) * (error[0] - error[1])
         gap = ((kl[0] - kl[1]) - weighted).abs().max().item()
         scale = (kl[0] - kl[1]).abs().max().item()
         # float64, but x0_hat at t = 2 divides the eps error by sqrt(1 - alpha_bar_2) ~ 0.0045
@@ -89,13 +90,13 @@ def test_analytic_variance_for_gaussian_data_is_the_exact_reverse_variance(name)
     generator = torch.Generator().manual_seed(0)
     for t in range(2, schedule.T + 1):
         beta_t = float(schedule.beta[t])
-        exact = common.analytic_variance(t, schedule, torch.tensor(common.D * (1.0 - float(schedule.alpha_bar[t])),
+        exact = ddpm.analytic_variance(t, schedule, torch.tensor(common.D * (1.0 - float(schedule.alpha_bar[t])),
                                                                     dtype=torch.float64))
         assert abs(exact.item() - beta_t) < 1e-12 * max(1.0, beta_t / 1e-5), (
             f"{name} schedule, t = {t}: analytic variance {exact.item():.6e}, exact reverse variance {beta_t:.6e}")
         x_t = torch.randn(50_000, common.D, generator=generator, dtype=torch.float64)   # q(x_t) = N(0, I)
         eps_star = math.sqrt(1.0 - float(schedule.alpha_bar[t])) * x_t
-        estimate = common.analytic_variance(t, schedule, eps_star.square().sum(1).mean())
+        estimate = ddpm.analytic_variance(t, schedule, eps_star.square().sum(1).mean())
         assert abs(estimate.item() - beta_t) < 0.02 * beta_t, (
             f"{name} schedule, t = {t}: analytic variance from Monte Carlo {estimate.item():.4e}, exact {beta_t:.4e}")
 
@@ -106,8 +107,8 @@ def test_analytic_variance_is_clipped_to_the_range_the_paper_allows():
     beta_tilde_t + c_t^2 r^2."""
     schedule, t, r = SCHEDULES["ours"], 30, 0.05
     c_t, _, sigma_tilde2 = common.posterior_coefficients(t, schedule, torch.zeros((), dtype=torch.float64))
-    low = common.analytic_variance(t, schedule, torch.tensor(3.0, dtype=torch.float64), r)
-    high = common.analytic_variance(t, schedule, torch.tensor(0.0, dtype=torch.float64), r)
+    low = ddpm.analytic_variance(t, schedule, torch.tensor(3.0, dtype=torch.float64), r)
+    high = ddpm.analytic_variance(t, schedule, torch.tensor(0.0, dtype=torch.float64), r)
     assert abs(low.item() - sigma_tilde2.item()) < 1e-15, f"not clipped below: {low.item()} vs {sigma_tilde2.item()}"
     assert abs(high.item() - (sigma_tilde2 + c_t ** 2 * r ** 2).item()) < 1e-15, f"not clipped above: {high.item()}"
 
@@ -121,9 +122,9 @@ def test_best_isotropic_variance_minimises_the_kl_found_by_search():
         x0, eps, x_t = noised(schedule, t, n=4000, seed=t)
         guess = 0.8 * eps + 0.1                            # any imperfect prediction
         x0_hat = common.x0_from_eps(x_t, guess, t, schedule)
-        best = common.best_isotropic_variance(t, schedule, (x0 - x0_hat).square().sum(1).mean())
+        best = ddpm.best_isotropic_variance(t, schedule, (x0 - x0_hat).square().sum(1).mean())
         posterior = common.q_posterior(x0, x_t, t, schedule)
-        mean = common.ddpm_mean(x_t, guess, t, schedule)
+        mean = ddpm.ddpm_mean(x_t, guess, t, schedule)
         factors = torch.exp(torch.linspace(-0.4, 0.4, 81, dtype=torch.float64))
         kl = [common.kl_gaussian(*posterior, mean, common.identity_times(best * f, x_t)).mean() for f in factors]
         found = factors[int(torch.stack(kl).argmin())].item()
@@ -135,11 +136,11 @@ def test_reverse_with_variance_uses_the_ddpm_mean_the_table_and_the_fixed_last_s
     schedule = SCHEDULES["ours"]
     var = torch.linspace(0.1, 0.5, schedule.T + 1, dtype=torch.float64)
     eps_of = lambda x_t, t: (torch.sin(3.0 * x_t), None)  # noqa: E731 (a stand-in network)
-    reverse = common.reverse_with_variance(eps_of, schedule, var)
+    reverse = ddpm.reverse_with_variance(eps_of, schedule, var)
     x_t = torch.randn(50, common.D, generator=torch.Generator().manual_seed(0))
     for t in (2, 17, 40):
         mean, cov = reverse(x_t, torch.full((50,), t))
-        assert torch.allclose(mean, common.ddpm_mean(x_t, torch.sin(3.0 * x_t), t, schedule)), f"t = {t}: mean"
+        assert torch.allclose(mean, ddpm.ddpm_mean(x_t, torch.sin(3.0 * x_t), t, schedule)), f"t = {t}: mean"
         assert torch.allclose(cov, common.identity_times(var[t], x_t)), f"t = {t}: covariance"
     mean, cov = reverse(x_t, 1)
     fixed_mean, fixed_cov = common.q_step(x_t, 1, schedule)

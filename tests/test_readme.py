@@ -55,10 +55,10 @@ def test_readme_has_no_unfilled_placeholders():
 
 
 def test_every_function_the_readme_names_exists():
-    """Each `common.x`, `roll.x`, `model.x` and `plumbing.x` in the README names something those
+    """Each `common.x`, `roll.x`, `model.x`, `plumbing.x`, `ddpm.x`, `ddim.x` and `likelihood.x` in the README names something those
     modules define, so a reader who looks a formula's function up finds it."""
     import importlib
-    named = {(module, name) for module, name in re.findall(r"`(common|roll|model|plumbing)\.(\w+)", README)
+    named = {(module, name) for module, name in re.findall(r"`(common|roll|model|plumbing|ddpm|ddim|likelihood)\.(\w+)", README)
              if name != "py"}   # `common.py:195` is a file, not a name
     assert len(named) > 20, f"the README names only {len(named)} functions"
     missing = sorted(f"{module}.{name}" for module, name in named
