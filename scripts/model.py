@@ -1,6 +1,8 @@
 """The network behind p(x_{t-1} | x_t) (README, chapter 2): x_t and t in; out, a noise estimate
 eps and a lower-triangular factor L of x0's covariance given x_t, which common.p_reverse turns
-into the reverse step's mean and covariance.
+into the reverse step's mean and covariance. Also the sinusoidal embedding of a time that the
+later networks (the UNet of chapter 8, the continuous-time network of chapter 10) use in place
+of per-step biases.
 """
 import math
 
@@ -62,3 +64,20 @@ class ReverseModel(torch.nn.Module):
             below[:, rows, cols] = raw[:, common.D:]
             factor = factor + below
         return eps, factor
+
+
+def sinusoidal_embedding(t, dim, max_period=10_000.0):
+    """A time (any real number, one per row: (n,)) as dim numbers (n, dim): cos and sin of t at
+    dim / 2 geometric frequencies, from 1 down to 1 / max_period (DDPM's, after the Transformer's).
+
+    Unlike chapter 2's table of per-step biases, this is a smooth function of t: nearby steps
+    get nearby codes, and a network can be asked at a t it never saw (chapter 10's continuous
+    time). The inner product of two codes depends only on the gap between the times,
+    sum_i cos(w_i (t - s)): the property tests/test_unet.py checks."""
+    if dim % 2:
+        raise ValueError(f"dim must be even, got {dim}")
+    half = dim // 2
+    frequencies = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
+    angles = torch.as_tensor(t, dtype=torch.float32).reshape(-1, 1) * frequencies.to(
+        torch.as_tensor(t).device)
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
