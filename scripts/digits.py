@@ -49,9 +49,10 @@ def to_unit(levels, u=None):
 
 def to_levels(z):
     """Pixels back to levels: the bin of [-1, 1) that holds each value, values outside clipped
-    to the end bins. Returns int64 numpy (n, 8, 8)."""
+    to the end bins. Returns int64 numpy (n, 8, 8). A value within float32 rounding below a
+    bin's lower edge (where to_unit(k, u=0) can land) counts as inside that bin."""
     z = torch.as_tensor(z).detach().cpu().double().reshape(-1, SIDE, SIDE)
-    k = torch.floor((z + 1.0) * LEVELS / 2.0).clamp(0, LEVELS - 1)
+    k = torch.floor((z + 1.0) * LEVELS / 2.0 + 1e-5).clamp(0, LEVELS - 1)
     return k.long().numpy()
 
 
