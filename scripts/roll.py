@@ -98,7 +98,7 @@ def x0_posterior_moments(x_t, t, schedule, n_curve=CURVE_POINTS, chunk=25):
     mean_x0, cov_x0 = [], []
     # Small chunks keep each (chunk, n_curve) table at 4 MB, which the allocator reuses: chunks
     # of 500 (80 MB) went back to the system each time and page faults doubled the cost.
-    for part in x_t.double().cpu().split(chunk):
+    for part in x_t.cpu().double().split(chunk):
         weight = torch.softmax(-torch.cdist(part, math.sqrt(alpha_bar_t) * curve) ** 2
                                / (2.0 * (1.0 - alpha_bar_t)), dim=1)
         mean = weight @ curve
@@ -125,7 +125,7 @@ def bayes_optimal_reverse(schedule, covariance="diagonal", n_curve=CURVE_POINTS)
         mean_x0, cov_x0 = x0_posterior_moments(x_t, t, schedule, n_curve)
         if covariance == "diagonal":
             cov_x0 = torch.diag_embed(torch.diagonal(cov_x0, dim1=-2, dim2=-1).clamp_min(0.0))
-        mean, cov = common.reverse_from_x0_moments(mean_x0, cov_x0, x_t.double().cpu(), t, schedule)
+        mean, cov = common.reverse_from_x0_moments(mean_x0, cov_x0, x_t.cpu().double(), t, schedule)
         return mean.to(x_t), cov.to(x_t)
 
     return reverse
@@ -178,15 +178,15 @@ def eps_moments(network, schedule, n, generator=None, device="cpu"):
     for t in range(2, schedule.T + 1):
         x0, _, x_t = noised_roll(n, t, schedule, generator, device)
         eps_theta, _ = network(x_t, torch.full((n,), t, device=device))
-        mean_sq_eps[t] = eps_theta.double().square().sum(1).mean().item()
+        mean_sq_eps[t] = eps_theta.cpu().double().square().sum(1).mean().item()
         x0_error = x0 - common.x0_from_eps(x_t, eps_theta, t, schedule)
-        mean_sq_x0_error[t] = x0_error.double().square().sum(1).mean().item()
+        mean_sq_x0_error[t] = x0_error.cpu().double().square().sum(1).mean().item()
     return mean_sq_eps, mean_sq_x0_error
 
 
 def mean_and_se_bits(values_nats):
     """The mean of per-point values and its standard error, both in bits."""
-    values = common.nats_to_bits(values_nats.double())
+    values = common.nats_to_bits(values_nats.cpu().double())
     return values.mean().item(), values.std().item() / math.sqrt(len(values))
 
 
@@ -196,7 +196,7 @@ def nearest_on_curve(x, n_curve=CURVE_POINTS, chunk=2000):
     """For each point, the distance to the nearest of n_curve curve points and that point's u."""
     u_grid, curve = curve_grid(n_curve)
     distance, u = [], []
-    for part in torch.as_tensor(x).double().cpu().split(chunk):
+    for part in torch.as_tensor(x).cpu().double().split(chunk):
         d, index = torch.cdist(part, curve).min(dim=1)
         distance.append(d)
         u.append(u_grid[index])
