@@ -8,9 +8,11 @@ signal-to-noise ratio by default), with no retraining. Four samplers, one networ
 - analytic   the respaced ancestral chain with Analytic-DPM's variance, recomputed for the
              respaced steps from E||eps_theta||^2 at the network's own steps
 - ddim_heun  eta = 0 with Heun's second-order step: about twice the network calls per step
-Every run is scored against the roll's law (roll.score_samples) and, for the two stochastic
-chains, by K in bits of the respaced model on held-out points. One line per run, e.g.
-    sampler=ddim_eta0  steps=10  off-curve 3.50%  W1(u) = 0.0497  KS p = 2e-33  K = n/a
+It prints the steps each sub-sequence keeps, then one table, a row per sampler and number of
+steps: the share of samples off the curve, W1(u) (how far the mass along the curve is from
+uniform) and its KS p-value (roll.score_samples), and, for the two stochastic chains, K in bits
+of the respaced model on held-out points with its standard error; then the band W1(u) has for
+real roll samples of the same size. The README's chapter 6 reads these rows.
 
 Writes outputs/fewer_steps/<sampler>_<steps>.npy (N x 2, the data's standardised coordinates)
 and, into images/:
@@ -18,11 +20,15 @@ and, into images/:
 - 06_ddim_paths.png  deterministic DDIM paths from noise to the roll: the map eta = 0 follows
 - 06_quality.png   off-curve share, W1(u) and K against the number of steps, per sampler
 
+Two options measure where the samplers' errors come from (docs/claims.md); neither draws figures.
 With --bayes-eps the network is replaced by the best possible one, E[eps | x_t] by brute-force
 Bayes over the curve (roll.bayes_optimal_eps): what is left of the samplers' errors is the
-steps' own. Slow; its samples go to outputs/fewer_steps_bayes/ and it draws no figures.
+steps' own. Slow; its samples go to outputs/fewer_steps_bayes/. With --start data every chain
+starts from q(x_T), fresh roll points pushed forward to step T, instead of N(0, I): the
+deterministic samplers carry any mismatch of their start to the end, and this removes it.
 """
 import argparse
+import math
 import pathlib
 
 import matplotlib.pyplot as plt
@@ -43,6 +49,8 @@ K_POINTS = 4000           # held-out points for K (standard error about 0.03 bit
 MOMENT_POINTS = 20_000    # roll points per step for E||eps_theta||^2 (Analytic-DPM's statistic)
 PATHS = 400               # deterministic paths drawn in 06_ddim_paths.png
 PATH_STEPS = 10           # ... with this many steps
+STARTS = ("noise", "data")
+K_RANGE = 4.0             # bits of K shown on 06_quality.png's linear axis, below the best run
 
 
 def steps_list(text):
@@ -69,8 +77,12 @@ def main():
     parser.add_argument("--moment-points", type=plumbing.positive_int, default=MOMENT_POINTS,
                         help="roll points per step for E||eps_theta||^2 (default: %(default)s)")
     parser.add_argument("--out-dir", type=pathlib.Path, default=None,
-                        help="folder for the samples (default: outputs/fewer_steps, or "
-                             "outputs/fewer_steps_bayes with --bayes-eps)")
+                        help="folder for the samples (default: outputs/fewer_steps, with _bayes added "
+                             "for --bayes-eps and _from_data for --start data)")
+    parser.add_argument("--start", choices=STARTS, default="noise",
+                        help="where every chain starts: noise, x_T ~ N(0, I) as a sampler must; data, "
+                             "x_T ~ q(x_T), fresh roll points pushed forward to step T, to measure what "
+                             "the start's mismatch costs. Draws no figures (default: %(default)s)")
     parser.add_argument("--bayes-eps", action="store_true",
                         help="sample with the best possible eps, E[eps | x_t] by brute-force Bayes over the "
                              "curve, instead of the network: what the samplers do with no network error. "
@@ -79,7 +91,8 @@ def main():
     plumbing.add_standard_args(parser)
     args, device, generator = plumbing.parse_and_prepare(parser)
     if args.out_dir is None:
-        args.out_dir = plumbing.OUTPUTS / ("fewer_steps_bayes" if args.bayes_eps else "fewer_steps")
+        args.out_dir = plumbing.OUTPUTS / ("fewer_steps" + ("_bayes" if args.bayes_eps else "")
+                                           + ("_from_data" if args.start == "data" else ""))
     plumbing.writable_dir_or_exit(parser, args.out_dir, "the samples")
     if args.bayes_eps:
         schedule = common.make_schedule()
@@ -94,28 +107,30 @@ def main():
     # reads it at the steps it keeps and puts it into its own variance formula.
     mean_sq_eps, _ = roll.eps_moments(network, schedule, args.moment_points, generator, device)
     half_range = roll.half_range()   # Analytic-DPM's clip
-    print(f"{args.n_samples} samples per run, the same x_T ~ N(0, I) for every run; steps spread evenly "
-          f"in {args.spacing}; K in bits on {args.k_points} held-out points; eps from "
+    print(f"{args.n_samples} samples per run, the same x_T ~ {'N(0, I)' if args.start == 'noise' else 'q(x_T)'} "
+          f"for every run; K in bits on {args.k_points} held-out points; eps from "
           f"{'brute-force Bayes (no network)' if args.bayes_eps else args.checkpoint}")
+    tau = {steps: ddim.sub_sequence(schedule, steps, args.spacing) for steps in args.steps}
+    print(f"the steps kept, spread evenly in {args.spacing}:")
+    for steps in args.steps:
+        print(f"  {steps:2d} steps: t = {', '.join(map(str, tau[steps]))}")
 
+    print(f"{'sampler':<10} {'steps':>5} {'off_curve_%':>11} {'W1_u':>7} {'KS_p':>8} {'K_bits':>7} {'K_se':>6}")
     results, samples, paths = {}, {}, None
     for steps in args.steps:
-        tau = ddim.sub_sequence(schedule, steps, args.spacing)
-        respaced, t_of = ddim.respace(schedule, tau)
+        respaced, t_of = ddim.respace(schedule, tau[steps])
         net = ddim.on_respaced_steps(network, t_of)
-        learned = torch.arange(2, steps + 1)   # respaced steps the network answers for
-        analytic_var = torch.zeros(steps + 1, dtype=torch.float64)  # entry 1: the fixed kernel's own
-        analytic_var[2:] = ddpm.analytic_variance(learned, respaced, mean_sq_eps[t_of[learned]].unsqueeze(1),
-                                                    half_range).flatten()
+        analytic_var = ddim.respaced_analytic_variance(respaced, t_of, mean_sq_eps, half_range)
         reverses = {"ddim_eta0": ddim.ddim_reverse(net, respaced, 0.0),
                     "ddim_eta1": ddim.ddim_reverse(net, respaced, 1.0),
                     "analytic": ddpm.reverse_with_variance(net, respaced, analytic_var),
                     "ddim_heun": ddim.ddim_reverse(net, respaced, 0.0, second_order=True)}
-        print(f"steps={steps}: t = {', '.join(map(str, tau))}")
         for name, reverse in reverses.items():
             # a generator seeded afresh for each run: every run starts from the same x_T
-            trajectory = common.sample_chain(reverse, args.n_samples, steps,
-                                             torch.Generator().manual_seed(args.seed), device)
+            run_generator = torch.Generator().manual_seed(args.seed)
+            x_T = (None if args.start == "noise"
+                   else roll.noised_roll(args.n_samples, schedule.T, schedule, run_generator)[2])
+            trajectory = common.sample_chain(reverse, args.n_samples, steps, run_generator, device, x_T)
             x0 = trajectory[0].cpu()
             save_samples(args.out_dir / f"{name}_{steps}.npy", x0)
             scores = roll.score_samples(x0)
@@ -126,13 +141,13 @@ def main():
             samples[name, steps] = x0
             if name == "ddim_eta0" and steps == PATH_STEPS:
                 paths = [x[:PATHS].cpu() for x in trajectory]
-            print(f"sampler={name}  steps={steps}  off-curve {100 * scores['off_curve']:.2f}%  "
-                  f"W1(u) = {scores['w1_u']:.4f}  KS p = {scores['ks_p']:.2g}  "
-                  f"K = {'n/a' if K is None else f'{K[0]:.3f}'}", flush=True)
+            print(f"{name:<10} {steps:>5} {100 * scores['off_curve']:>11.2f} {scores['w1_u']:>7.4f} "
+                  f"{scores['ks_p']:>8.2g} {'-' if K is None else f'{K[0]:.3f}':>7} "
+                  f"{'-' if K is None else f'{K[1]:.3f}':>6}", flush=True)
     lo, hi = roll.w1_band(args.n_samples)
     print(f"real roll samples of this size: W1(u) {lo:.4f}-{hi:.4f} (5-95%); samples in {args.out_dir}/")
 
-    if args.bayes_eps:
+    if args.bayes_eps or args.start == "data":
         return
     draw_samples(args.images / "06_samples.png", samples, args.steps)
     if paths is not None:
@@ -181,13 +196,24 @@ def draw_paths(path, paths):
 
 
 def draw_quality(path, results, steps, band):
-    """06_quality.png: off-curve share, W1(u) (beside real samples' band) and K against the steps."""
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for name, color in zip(SAMPLERS, plt.cm.tab10.colors):   # one colour per sampler in every panel
+    """06_quality.png: off-curve share, W1(u) (beside real samples' band) and K against the steps.
+    K falls by thousands of bits at 2 steps for some samplers: its axis is linear over the range
+    where the samplers compete (K_RANGE bits below the best), and a K below that range is drawn
+    as a marker on the axis's floor, labelled with its value."""
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    K = {(name, S): results[name, S][1][0] for name in SAMPLERS for S in steps if results[name, S][1] is not None}
+    floor = max(K.values(), default=0.0) - K_RANGE
+    for row, (name, color) in enumerate(zip(SAMPLERS, plt.cm.tab10.colors)):   # one colour per sampler
         axes[0].plot(steps, [100 * results[name, S][0]["off_curve"] for S in steps], "o-", color=color, label=name)
         axes[1].plot(steps, [results[name, S][0]["w1_u"] for S in steps], "o-", color=color, label=name)
-        if results[name, steps[0]][1] is not None:
-            axes[2].plot(steps, [results[name, S][1][0] for S in steps], "o-", color=color, label=name)
+        if (name, steps[0]) in K:
+            values = [K[name, S] for S in steps]
+            axes[2].plot(steps, [k if k >= floor else math.nan for k in values], "o-", color=color, label=name)
+            for S, k in zip(steps, values):
+                if k < floor:
+                    axes[2].plot(S, floor, "v", ms=9, color=color)
+                    axes[2].annotate(f"{k:.0f}" if k < -100 else f"{k:.1f}", (S, floor), xytext=(0, 8 + 11 * row), textcoords="offset points",
+                                     ha="center", fontsize=8, color=color)
     axes[1].axhspan(*band, color="gray", alpha=0.3, label="real roll, 5-95%")
     for ax, label in zip(axes, ["off the curve (%)", "W1(u): mass along the curve", "K (bits, held-out)"]):
         ax.set(xscale="log", xlabel="steps", ylabel=label)
@@ -197,7 +223,9 @@ def draw_quality(path, results, steps, band):
     axes[0].set_yscale("symlog", linthresh=0.1)   # 0% has a place on it, and so has 90%
     axes[0].set_ylim(0, 100)
     axes[1].set_yscale("log")
-    axes[2].set_yscale("symlog", linthresh=1.0)   # K falls by thousands of bits at 2 steps
+    if K:
+        axes[2].set_ylim(floor - 0.05 * K_RANGE, floor + 1.1 * K_RANGE)
+        axes[2].set_title(f"K below {floor:.1f} bits: v on the floor, value above", fontsize=9)
     fig.tight_layout()
     plumbing.save_figure(fig, path)
 

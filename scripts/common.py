@@ -233,13 +233,14 @@ def reverse_of(network, schedule):
 
 
 @torch.no_grad()
-def sample_chain(reverse, n, T=T, generator=None, device="cpu"):
-    """Ancestral sampling: x_T ~ N(0, I), then x_{t-1} ~ p(x_{t-1} | x_t) for t = T, ..., 1.
+def sample_chain(reverse, n, T=T, generator=None, device="cpu", x_T=None):
+    """Ancestral sampling: x_T ~ N(0, I) (or the n points x_T given), then
+    x_{t-1} ~ p(x_{t-1} | x_t) for t = T, ..., 1.
 
     Returns the whole trajectory, a list of T + 1 tensors (n, D) indexed by t: trajectory[0] is
     x0, the samples. Every step is applied, the fixed last one p(x0 | x1) included."""
     trajectory = [None] * (T + 1)
-    trajectory[T] = torch.randn(n, D, generator=generator).to(device)
+    trajectory[T] = (torch.randn(n, D, generator=generator) if x_T is None else x_T).to(device)
     for t in range(T, 0, -1):
         trajectory[t - 1] = sample_gaussian(*reverse(trajectory[t], t), generator)
     return trajectory

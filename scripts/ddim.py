@@ -5,6 +5,7 @@ eps-network.
 import torch
 
 import common
+import ddpm
 
 SPACINGS = ("t", "log_snr")   # what a shorter sub-sequence of steps is spread evenly in
 
@@ -74,6 +75,19 @@ def heun_step(x_t, eps_at, t, schedule):
     eps_t = eps_at(x_t, t)
     x_euler, zero = ddim_step(x_t, eps_t, t, schedule, 0.0)
     return ddim_step(x_t, 0.5 * (eps_t + eps_at(x_euler, t - 1)), t, schedule, 0.0)[0], zero
+
+
+def respaced_analytic_variance(respaced, t_of, mean_sq_eps, x0_half_range=None):
+    """Analytic-DPM's variance for every step of a respaced chain, a table indexed by its steps k:
+    the formula (ddpm.analytic_variance) on the respaced schedule, with the network's statistic
+    E||eps_theta||^2 read at the original step t_of[k] the network answers for. `mean_sq_eps` is
+    indexed by the original steps (roll.eps_moments). Entry 1 holds the fixed last step's beta_1."""
+    learned = torch.arange(2, respaced.T + 1)
+    var = torch.zeros(respaced.T + 1, dtype=torch.float64)
+    var[1] = respaced.beta[1]
+    var[2:] = ddpm.analytic_variance(learned, respaced, mean_sq_eps[t_of[learned]].unsqueeze(1),
+                                     x0_half_range).flatten()
+    return var
 
 
 def on_respaced_steps(network, t_of):

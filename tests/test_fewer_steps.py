@@ -47,6 +47,34 @@ def test_sub_sequence_decreases_strictly_from_T_to_1(steps, spacing):
     assert all(a > b for a, b in zip(tau, tau[1:])), f"{spacing}: not strictly decreasing: {tau}"
 
 
+def test_sub_sequence_in_t_is_the_step_nearest_each_evenly_spaced_target():
+    """Spread evenly in t, the i-th step from the end aims at 1 + (T - 1) i / (S - 1): for every S
+    the step kept is within half a step of it (one step apart, targets never crowd). An off-by-one
+    in the spacing (targets from 0 to T, or from 1 to T - 1, then clamped) moves a step by a whole one."""
+    for steps in range(2, T + 1):
+        tau = ddim.sub_sequence(SCHEDULE, steps, "t")[::-1]
+        targets = [1 + (T - 1) * i / (steps - 1) for i in range(steps)]
+        worst = max(range(steps), key=lambda i: abs(tau[i] - targets[i]))
+        assert abs(tau[worst] - targets[worst]) <= 0.5, (
+            f"{steps} steps: step {tau[worst]} kept for the target {targets[worst]:.3f}; all kept: {tau}")
+
+
+def test_sub_sequence_in_log_snr_is_the_step_nearest_each_evenly_spaced_log_snr():
+    """Spread evenly in log SNR: the step kept for each of S log-SNR values evenly spaced from step
+    1's to step T's is the step whose log SNR is nearest (found here by numpy, over every step),
+    for every S at which those nearest steps are all different (where they crowd, the sequence
+    must move some apart, which the strict-decrease test covers)."""
+    level = (np.log(SCHEDULE.alpha_bar.numpy()) - np.log1p(-SCHEDULE.alpha_bar.numpy()))[1:]
+    checked = 0
+    for steps in range(2, T + 1):
+        nearest = [int(np.argmin(np.abs(level - w))) + 1 for w in np.linspace(level[0], level[-1], steps)]
+        if len(set(nearest)) == steps:
+            tau = ddim.sub_sequence(SCHEDULE, steps, "log_snr")[::-1]
+            assert tau == nearest, f"{steps} steps: kept {tau}, nearest to the evenly spaced log SNR {nearest}"
+            checked += 1
+    assert checked >= 5, f"only {checked} numbers of steps had distinct nearest steps: the test checked little"
+
+
 def test_respaced_last_step_goes_to_alpha_bar_0_equal_1_with_the_fixed_beta_1():
     respaced, t_of = ddim.respace(SCHEDULE, ddim.sub_sequence(SCHEDULE, 5, "t"))
     assert respaced.T == 5 and t_of[0] == 0 and t_of[1] == 1, f"t_of = {t_of.tolist()}"
@@ -106,12 +134,69 @@ def test_ddim_direction_coefficient_keeps_q_marginal_of_x_s(eta):
     var, c = residual.var().item(), (residual * eps).mean().item()
     se = math.sqrt(2.0 / (2 * n)) * (1 - alpha_bar_s)
     assert abs(var - (1 - alpha_bar_s)) < 5 * se, f"eta = {eta}: Var(x_s | x0) = {var:.6f}, q says {1 - alpha_bar_s:.6f}"
-    sigma2 = float(ddim.ddim_sigma(t, respaced, eta)) ** 2
+    # DDIM's sigma^2 is eta^2 times the posterior variance of the jump: from Bayes' rule here, not ddim_sigma
+    sigma2 = eta ** 2 * posterior_variance_by_bayes(alpha_bar_t, alpha_bar_s)
     assert abs(c - math.sqrt(1 - alpha_bar_s - sigma2)) < 5 * math.sqrt((1 - alpha_bar_s) / (2 * n)), \
-        f"eta = {eta}: eps's coefficient {c:.5f}, sqrt(1 - alpha_bar_s - sigma^2) = {math.sqrt(1 - alpha_bar_s - sigma2):.5f}"
-    if eta == 1.0:  # and sigma at eta = 1 is the respaced posterior's own spread
-        sigma_tilde2 = float(common.posterior_coefficients(t, respaced, x_t)[2])
-        assert math.isclose(sigma2, sigma_tilde2, rel_tol=1e-9), f"sigma^2 = {sigma2:.6g}, beta_tilde = {sigma_tilde2:.6g}"
+        f"eta = {eta}: eps's coefficient {c:.5f}, sqrt(1 - alpha_bar_s - eta^2 beta_tilde) = {math.sqrt(1 - alpha_bar_s - sigma2):.5f}"
+
+
+def posterior_variance_by_bayes(alpha_bar_t, alpha_bar_s):
+    """Var(x_s | x_t, x0) for a jump from s to t > s, by Bayes' rule in precision form: the prior
+    q(x_s | x0) has variance 1 - alpha_bar_s, and q(x_t | x_s) = N(sqrt(a) x_s, (1 - a) I) with
+    a = alpha_bar_t / alpha_bar_s adds a precision a / (1 - a)."""
+    a = alpha_bar_t / alpha_bar_s
+    return 1.0 / (1.0 / (1.0 - alpha_bar_s) + a / (1.0 - a))
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.25, 0.5, 0.8, 1.0])
+def test_ddim_sigma_squared_is_eta_squared_times_the_posterior_variance_of_each_jump(eta):
+    """Song et al.'s sigma_eta: sigma^2 = eta^2 Var(x_s | x_t, x0), the variance found here by Bayes'
+    rule, for every jump of a respaced chain. A sigma wrong only strictly between eta = 0 and 1
+    (eta^2 for eta, sqrt(eta), ...) fails here."""
+    respaced, _ = ddim.respace(SCHEDULE, ddim.sub_sequence(SCHEDULE, 7, "log_snr"))
+    for k in range(2, respaced.T + 1):
+        alpha_bar_t, alpha_bar_s = float(respaced.alpha_bar[k]), float(respaced.alpha_bar[k - 1])
+        want = eta ** 2 * posterior_variance_by_bayes(alpha_bar_t, alpha_bar_s)
+        got = float(ddim.ddim_sigma(k, respaced, eta)) ** 2
+        assert abs(got - want) <= 1e-9 * want, f"eta = {eta}, step {k}: sigma^2 = {got:.9g}, eta^2 beta_tilde = {want:.9g}"
+
+
+def gaussian_data_eps(schedule):
+    """E[eps | x_t] for data x0 ~ N(0, I) on `schedule`: x_t ~ N(0, I), so it is sqrt(1 - alpha_bar_t) x_t,
+    as a network (x_t, t) -> (eps, None) answering for the step t it is asked about."""
+    return lambda x_t, t: (torch.sqrt(1.0 - common.at(schedule.alpha_bar, t)).to(x_t) * x_t, None)
+
+
+@pytest.mark.parametrize("sampler", ["ddim_eta1", "analytic"])
+def test_respaced_chain_with_the_exact_network_of_gaussian_data_takes_the_exact_reverse_step(sampler):
+    """For x0 ~ N(0, I) every x_t is N(0, I), and the exact reverse of a jump from s to t is
+    N(sqrt(alpha_bar_t / alpha_bar_s) x_t, (1 - alpha_bar_t / alpha_bar_s) I), written here from the
+    original alpha_bar at the kept steps. A respaced chain given the exact eps-network of the
+    original steps must take that step at every k: its mean is wrong if the network is asked at
+    its own step k instead of tau_k, and the analytic variance is wrong if computed on the
+    original schedule or from E||eps||^2 read at the wrong step."""
+    tau = [T, 27, 14, 6, 1]
+    respaced, t_of = ddim.respace(SCHEDULE, tau)
+    network = ddim.on_respaced_steps(gaussian_data_eps(SCHEDULE), t_of)
+    mean_sq_eps = torch.full((T + 1,), math.nan, dtype=torch.float64)
+    mean_sq_eps[2:] = common.D * (1.0 - SCHEDULE.alpha_bar[2:])      # E||E[eps | x_t]||^2, Gaussian data
+    if sampler == "ddim_eta1":
+        reverse = ddim.ddim_reverse(network, respaced, 1.0)
+    else:
+        reverse = ddpm.reverse_with_variance(network, respaced,
+                                             ddim.respaced_analytic_variance(respaced, t_of, mean_sq_eps))
+    x_t = torch.randn(64, 2, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    for k in range(2, len(tau)):
+        t, s = tau[len(tau) - k], tau[len(tau) - k + 1]
+        ratio = float(SCHEDULE.alpha_bar[t] / SCHEDULE.alpha_bar[s])
+        mean, cov = reverse(x_t, torch.full((64,), k))
+        mean_gap = (mean - math.sqrt(ratio) * x_t).abs().max().item()
+        assert mean_gap < 1e-9, f"{sampler}, jump {t} -> {s}: the mean is {mean_gap:.3g} from the exact reverse mean"
+        if sampler == "ddim_eta1":
+            continue   # its variance is the posterior's given x0, beta_tilde, by design
+        variance = cov[0, 0, 0].item()
+        assert abs(variance - (1.0 - ratio)) < 1e-9 * (1.0 - ratio), (
+            f"{sampler}, jump {t} -> {s}: variance {variance:.9g}, exact reverse variance {1.0 - ratio:.9g}")
 
 
 def run_with_other_noise(reverse, x_T, steps, seed):
@@ -148,18 +233,17 @@ def test_heun_step_is_second_order_on_gaussian_data_where_the_exact_flow_is_the_
     assert heun_error < euler_error / 5, f"one step 40 -> 20: Euler's error {euler_error:.4f}, Heun's {heun_error:.4f}"
 
 
-@pytest.mark.parametrize("variance", ["posterior", "analytic"])
-def test_respaced_chain_of_all_T_steps_has_chapter_3s_K(eps_network, variance):
+def test_ddim_eta_1_chain_of_all_T_steps_has_the_K_of_ddpms_chain_with_the_posterior_variance(eps_network):
+    """DDIM's step (eta = 1) on the respaced chain of all T steps, scored by K, against DDPM's
+    Algorithm 2 mean with the posterior variance (another formula) on the original chain. With
+    the identity respacing t_of[k] = k, it cannot see which step the network is asked about:
+    test_respaced_chain_with_the_exact_network_of_gaussian_data_takes_the_exact_reverse_step does."""
     respaced, t_of = ddim.respace(SCHEDULE, ddim.sub_sequence(SCHEDULE, T, "t"))
     network = ddim.on_respaced_steps(eps_network, t_of)
     var = torch.zeros(T + 1, dtype=torch.float64)
     for t in range(2, T + 1):
-        var[t] = (common.posterior_coefficients(t, SCHEDULE, var)[2] if variance == "posterior"
-                  else ddpm.analytic_variance(t, SCHEDULE, torch.tensor(1.5, dtype=torch.float64), 2.2))
-    if variance == "posterior":
-        respaced_reverse = ddim.ddim_reverse(network, respaced, 1.0)
-    else:
-        respaced_reverse = ddpm.reverse_with_variance(network, respaced, var)
+        var[t] = common.posterior_coefficients(t, SCHEDULE, var)[2]
+    respaced_reverse = ddim.ddim_reverse(network, respaced, 1.0)
     # roll.heldout_K's sum in float64 (its points are float32, where the last digits would differ)
     x0 = roll.heldout_roll(1000).double()
 
@@ -169,7 +253,7 @@ def test_respaced_chain_of_all_T_steps_has_chapter_3s_K(eps_network, variance):
     K_respaced = K(respaced_reverse, respaced)
     K_chapter_3 = K(ddpm.reverse_with_variance(eps_network, SCHEDULE, var), SCHEDULE)
     gap = (K_respaced - K_chapter_3).abs().max().item()
-    assert gap < 1e-8, f"{variance}: K of the respaced chain of all T steps differs from chapter 3's by {gap:.3g} nats"
+    assert gap < 1e-8, f"K of the respaced DDIM chain of all T steps differs from DDPM's by {gap:.3g} nats"
 
 
 def test_bayes_optimal_eps_is_the_conditional_mean_of_the_noise(t=15):
@@ -223,18 +307,40 @@ def test_bad_steps_is_one_argparse_line(steps, eps_checkpoint, tmp_path, monkeyp
     assert "argument --steps" in the_error_line(err, f"--steps {steps}")
 
 
-def test_script_prints_one_line_per_run_and_saves_each_runs_samples(eps_checkpoint, tmp_path, monkeypatch, capsys):
+def test_script_prints_one_row_per_run_asks_the_network_only_at_the_kept_steps_and_saves_samples(
+        eps_checkpoint, tmp_path, monkeypatch, capsys):
+    """A short run of main() with --spacing t and 4 and 2 steps, whose kept steps are known exactly
+    (1 + 13 i: 40, 27, 14, 1; and 40, 1). The network, wrapped to record what it is asked, must be
+    asked during sampling at those original steps t = tau_k and at no other (not at the respaced
+    chain's own k = 2, 3, 4, nor at t = 1, the fixed kernel); the table has a header and one row
+    per sampler and number of steps, K only for the stochastic samplers; each run's samples saved."""
+    model, schedule, _ = plumbing.load_eps_network(eps_checkpoint)
+    n_samples, asked = 200, set()
+
+    def recording(x_t, t):
+        if x_t.shape[0] == n_samples:     # sampling; E||eps||^2 (300 points) and K (50) ask elsewhere
+            asked.update(torch.as_tensor(t).flatten().tolist())
+        return model(x_t, t)
+
+    monkeypatch.setattr(plumbing, "load_eps_network", lambda path, device="cpu": (recording, schedule, {}))
     out = tmp_path / "out"
     code, stdout, err = call_main(SCRIPT, ["--checkpoint", eps_checkpoint, "--images", tmp_path, "--out-dir", out,
-                                           "--steps", "3,2", "--n-samples", 200, "--k-points", 50, "--moment-points", 500,
-                                           "--device", "cpu"],
+                                           "--steps", "4,2", "--spacing", "t", "--n-samples", n_samples,
+                                           "--k-points", 50, "--moment-points", 300, "--device", "cpu"],
                                   monkeypatch, capsys)
     assert code == 0, err
-    lines = [line for line in stdout.splitlines() if line.startswith("sampler=")]
+    assert asked == {40, 27, 14}, f"during sampling the network was asked at t = {sorted(asked)}, expected 14, 27, 40"
     script = __import__("conftest").load_script(SCRIPT)
-    assert len(lines) == 2 * len(script.SAMPLERS), stdout
-    for line in lines:
-        name = line.split()[0].removeprefix("sampler=")
-        assert (name in script.STOCHASTIC) == ("K = n/a" not in line), f"K shown for the wrong samplers: {line}"
-        saved = np.load(out / f"{name}_{line.split()[1].removeprefix('steps=')}.npy")
-        assert saved.shape == (200, 2) and np.isfinite(saved).all(), f"{line}: saved {saved.shape}"
+    lines = stdout.splitlines()
+    header = [i for i, line in enumerate(lines) if line.split()[:2] == ["sampler", "steps"]]
+    assert len(header) == 1, f"the table's header should be printed once:\n{stdout}"
+    columns = lines[header[0]].split()
+    rows = [dict(zip(columns, line.split())) for line in lines[header[0] + 1:] if line.split()[:1] and
+            line.split()[0] in script.SAMPLERS]
+    assert [(row["sampler"], row["steps"]) for row in rows] == [(name, steps) for steps in ("4", "2")
+                                                                 for name in script.SAMPLERS], stdout
+    for row in rows:
+        assert (row["sampler"] in script.STOCHASTIC) == (row["K_bits"] != "-"), f"K shown for the wrong samplers: {row}"
+        saved = np.load(out / f"{row['sampler']}_{row['steps']}.npy")
+        assert saved.shape == (n_samples, 2) and np.isfinite(saved).all(), f"{row}: saved {saved.shape}"
+        assert 0.0 <= float(row["off_curve_%"]) <= 100.0 and float(row["W1_u"]) >= 0.0, row
