@@ -1,14 +1,48 @@
-"""What DDPM changed (README, chapter 5): Algorithm 2's mean, the weights L_simple drops, and the
-reverse variances an eps-network can be given (fixed, Analytic-DPM's, the best isotropic one).
+"""What DDPM changed (README, chapter 5): the bound in DDPM's form, Algorithm 2's mean, the weights
+L_simple drops, and the reverse variances an eps-network can be given (fixed, Analytic-DPM's, the
+best isotropic one).
 
 Every function here reads the steps only through the Schedule (beta_t, alpha_bar_t), so it serves
 a respaced schedule (ddim.respace, chapter 6) as well as ours. Tables of variances have T + 1
 entries, indexed by t like beta.
 """
+from typing import NamedTuple
+
 import torch
 
 import common
 from common import D
+
+
+class ELBOTerms(NamedTuple):
+    """DDPM's terms of the bound, nats per point (float64 on the CPU): L_T (n,), L_mid (n, T + 1)
+    whose column t (t = 2..T) is L_{t-1}, and L_0 (n,)."""
+    L_T: torch.Tensor
+    L_mid: torch.Tensor
+    L_0: torch.Tensor
+
+    def total(self):
+        """L_T + sum_{t=2..T} L_{t-1} + L_0 per point: minus the bound on log p(x0)."""
+        return self.L_T + self.L_mid.sum(dim=1) + self.L_0
+
+
+@torch.no_grad()
+def elbo_terms(reverse, x0, schedule, generator=None):
+    """The bound as DDPM writes it (Ho et al. 2020, eq. 5), -log p(x0) <= L_T + sum_{t=2..T} L_{t-1} + L_0:
+    L_T = KL(q(x_T | x0) || N(0, I)), L_{t-1} = KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)) with
+    x_t ~ q(x_t | x0), and L_0 = -log p(x0 | x1) with x1 ~ q(x1 | x0); each term per point.
+
+    It is eq. 14's K (common.bound_K) written otherwise: the L_{t-1} are K's KL terms, and for
+    p(x0 | x1) = eq. 44's fixed kernel, averaging over x1 gives L_0 = H_q(X_1 | X_0) + beta_1 (|x0|^2 - d) / 2
+    while L_T = H_p(X_T) - H_q(X_T | X_0) + alpha_bar_T (|x0|^2 - d) / 2, so the sum is
+    -K + (alpha_bar_T + beta_1)(|x0|^2 - d) / 2: the same number as -K on average over data with
+    E|x0|^2 = d, as our standardised roll has (tests/test_bound.py)."""
+    L_mid = common.kl_all_steps(reverse, x0, schedule, generator)
+    mean_T, cov_T = common.q_closed_form(x0, schedule.T, schedule)
+    L_T = common.kl_gaussian(mean_T, cov_T, torch.zeros_like(mean_T), common.identity_times(1.0, x0))
+    x1 = common.sample_gaussian(*common.q_closed_form(x0, 1, schedule), generator)
+    L_0 = -common.log_gaussian(x0, *reverse(x1, 1))
+    return ELBOTerms(L_T.cpu().double(), L_mid, L_0.cpu().double())
 
 
 def ddpm_mean(x_t, eps, t, schedule):

@@ -131,20 +131,24 @@ def test_best_isotropic_variance_minimises_the_kl_found_by_search():
         assert abs(found - 1.0) < 0.011, f"t = {t}: the KL is smallest at {found:.3f} x best_isotropic_variance"
 
 
-def test_reverse_with_variance_uses_the_ddpm_mean_the_table_and_the_fixed_last_step():
-    """Steps t >= 2: N(ddpm_mean, var_t I) from the network's eps; t = 1: the fixed kernel q_step."""
+def test_reverse_with_variance_of_the_exact_network_of_gaussian_data_is_the_exact_reverse_kernel():
+    """For x0 ~ N(0, I), E[eps | x_t] = sqrt(1 - alpha_bar_t) x_t and the exact reverse kernel is
+    N(sqrt(1 - beta_t) x_t, beta_t I). Given that network and the table var_t = beta_t,
+    reverse_with_variance must return it at every t >= 2, its variance read at entry t of the
+    table; at t = 1 the fixed kernel, N(sqrt(1 - beta_1) x_1, beta_1 I), whatever the table says."""
     schedule = SCHEDULES["ours"]
-    var = torch.linspace(0.1, 0.5, schedule.T + 1, dtype=torch.float64)
-    eps_of = lambda x_t, t: (torch.sin(3.0 * x_t), None)  # noqa: E731 (a stand-in network)
-    reverse = ddpm.reverse_with_variance(eps_of, schedule, var)
-    x_t = torch.randn(50, common.D, generator=torch.Generator().manual_seed(0))
-    for t in (2, 17, 40):
-        mean, cov = reverse(x_t, torch.full((50,), t))
-        assert torch.allclose(mean, ddpm.ddpm_mean(x_t, torch.sin(3.0 * x_t), t, schedule)), f"t = {t}: mean"
-        assert torch.allclose(cov, common.identity_times(var[t], x_t)), f"t = {t}: covariance"
-    mean, cov = reverse(x_t, 1)
-    fixed_mean, fixed_cov = common.q_step(x_t, 1, schedule)
-    assert torch.equal(mean, fixed_mean) and torch.equal(cov, fixed_cov), "t = 1 is not the fixed kernel"
+    var = schedule.beta.clone()
+    var[1] = 0.123                                        # never read: t = 1 is the fixed kernel
+    exact_eps = lambda x_t, t: (torch.sqrt(1.0 - common.at(schedule.alpha_bar, t)).to(x_t) * x_t, None)  # noqa: E731
+    reverse = ddpm.reverse_with_variance(exact_eps, schedule, var)
+    x_t = torch.randn(50, common.D, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for t in range(1, schedule.T + 1):
+        beta_t = float(schedule.beta[t])
+        mean, cov = reverse(x_t, t if t == 1 else torch.full((50,), t))
+        gap = (mean - math.sqrt(1.0 - beta_t) * x_t).abs().max().item()
+        assert gap < 1e-9, f"t = {t}: the mean is {gap:.3g} from the exact reverse mean sqrt(1 - beta_t) x_t"
+        assert torch.allclose(cov, beta_t * torch.eye(2, dtype=torch.float64).expand(50, 2, 2), rtol=1e-12, atol=0), (
+            f"t = {t}: variance {cov[0, 0, 0].item():.6g}, beta_t = {beta_t:.6g}")
 
 
 def test_l_simple_training_lowers_the_eps_error_by_a_clear_margin():
@@ -173,6 +177,29 @@ def test_l_simple_training_lowers_the_eps_error_by_a_clear_margin():
     assert all(math.isfinite(loss) for loss in losses)
 
 
+WEIGHT_ROW = re.compile(r"^\s+(\d+)\s+([\d.e+-]+)\s+([\d.]+)\s+([\d.]+)$", re.MULTILINE)
+
+
+def check_weights_table(out, schedule):
+    """The printed table of the bound's weights on ||eps - eps_theta||^2, row by row, against the
+    weights written in their simplest forms: sigma^2 = beta_t gives beta_t / (2 alpha_t (1 - alpha_bar_t)),
+    sigma^2 = beta_tilde_t gives beta_t / (2 alpha_t (1 - alpha_bar_{t-1})), the larger, since
+    beta_tilde_t < beta_t; alpha_bar by a Python loop. A table with beta and beta_tilde swapped fails."""
+    alpha_bar = [1.0]
+    for b in schedule.beta[1:].tolist():
+        alpha_bar.append(alpha_bar[-1] * (1.0 - b))
+    rows = WEIGHT_ROW.findall(out)
+    assert len(rows) >= 5, f"the table of weights is missing:\n{out}"
+    for t, beta_t, w_beta, w_beta_tilde in rows:
+        t, beta = int(t), float(schedule.beta[int(t)])
+        want = {"beta": beta / (2 * (1 - beta) * (1 - alpha_bar[t])),
+                "beta_tilde": beta / (2 * (1 - beta) * (1 - alpha_bar[t - 1]))}
+        assert abs(float(beta_t) - beta) <= 0.006 * beta, f"t = {t}: beta_t printed {beta_t}, is {beta:.3e}"
+        for name, printed in (("beta", w_beta), ("beta_tilde", w_beta_tilde)):
+            assert abs(float(printed) - want[name]) <= 5e-5 + 1e-4 * want[name], (
+                f"t = {t}: w_t (sigma^2 = {name}) printed {printed}, is {want[name]:.4f}")
+
+
 def test_script_prints_the_five_variance_lines_and_best_isotropic_beats_both_fixed(tmp_path, monkeypatch, capsys):
     """A very short run of main(), in this process: the five lines, in the documented form and
     order; the best isotropic variance scores at least as well as beta_t and beta_tilde_t (it
@@ -192,6 +219,7 @@ def test_script_prints_the_five_variance_lines_and_best_isotropic_beats_both_fix
     for fixed in ("beta", "beta_tilde"):
         assert K["isotropic_best"][0] >= K[fixed][0] - 3 * K[fixed][1], f"isotropic_best below {fixed}: {K}"
     assert re.search(r"^chapter 3's model .*: K = -?[\d.]+ bits  \(se [\d.]+\)$", out, re.MULTILINE), out
+    check_weights_table(out, SCHEDULES["ours"])
     model, _, _ = plumbing.load_eps_network(folder / "ddpm.pt")
     assert model.config["covariance"] == "none"
     for figure in ("05_weights.png", "05_kl_per_step.png", "05_samples.png"):

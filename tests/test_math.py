@@ -514,6 +514,29 @@ def test_formulas_are_evaluated_in_float64(steps):
     assert err1 < 1e-6, f"closed-form variance at t=1: got {var1[0, 0].item():.9g}, float64 {want1:.9g}, relative error {err1:.2g} > 1e-6"
 
 
+@pytest.mark.parametrize("t", [2, 3, 10, T])
+def test_posterior_weights_c_t_and_k_t_are_computed_in_float64_then_cast(t):
+    """For float32 points, c_t and k_t (the weights of x0 and x_t in the posterior mean) match their
+    values from Python floats (ABAR by a loop) to 1e-6 relative, and so the float32 posterior mean
+    at t is within 1e-3 posterior standard deviations of the float64 one. Computed from tables
+    cast to float32 first, 1 - alpha_bar_2 = 2e-5 loses ~1e-3 of itself and the t = 2 mean moves
+    by about half a posterior standard deviation."""
+    beta_t = float(BETA[t])
+    want_c = math.sqrt(ABAR[t - 1]) * beta_t / (1.0 - ABAR[t])
+    want_k = math.sqrt(1.0 - beta_t) * (1.0 - ABAR[t - 1]) / (1.0 - ABAR[t])
+    x0 = roll.swiss_roll(64, gen(t))
+    x_t = common.x_t_from_eps(x0.double(), torch.randn(64, 2, generator=gen(100 + t), dtype=torch.float64),
+                              t, SCHEDULE)
+    c_t, k_t, _ = common.posterior_coefficients(t, SCHEDULE, x0)
+    assert c_t.dtype == k_t.dtype == torch.float32, f"weights in {c_t.dtype}, expected the points' float32"
+    for name, got, want in (("c_t", c_t.item(), want_c), ("k_t", k_t.item(), want_k)):
+        assert abs(got - want) <= 1e-6 * abs(want), f"t = {t}: {name} = {got:.9g} in float32, {want:.9g} in float64"
+    mean32, cov = common.q_posterior(x0, x_t.float(), t, SCHEDULE)
+    mean64, _ = common.q_posterior(x0.double(), x_t, t, SCHEDULE)
+    shift = ((mean32.double() - mean64).abs().max() / cov[0, 0, 0].double().sqrt()).item()
+    assert shift < 1e-3, f"t = {t}: the float32 posterior mean is {shift:.3g} posterior standard deviations off"
+
+
 # --- device -------------------------------------------------------------------------------------
 
 def test_pick_device_auto_returns_a_working_device():
