@@ -219,7 +219,8 @@ def draw_quality(path, results, steps, band):
         ax.set(xscale="log", xlabel="steps", ylabel=label)
         ax.set_xticks(steps, [str(S) for S in steps])
         ax.set_xticks([], minor=True)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:   # no K panel legend when K was skipped
+            ax.legend(fontsize=8)
     axes[0].set_yscale("symlog", linthresh=0.1)   # 0% has a place on it, and so has 90%
     axes[0].set_ylim(0, 100)
     axes[1].set_yscale("log")
