@@ -6,7 +6,7 @@ would lift it, in three parts:
    M forward trajectories per held-out point (likelihood.log_weight, likelihood.importance_weighted_bound)
    for M = 1, 4, ..., 256. M = 1 is K itself, computed from the raw definition of the bound with
    no KL formula and no entropy terms, so it checks chapter 3 as well.
-2. The bound against the number of steps T, no training: the best Gaussian reverse process
+2. The bound against the number of steps T, no training: the Bayes-optimal Gaussian reverse process
    (brute-force Bayes, roll.bayes_optimal_reverse) with diagonal and with full covariance, for
    T = 10, 20, 40, 100, with the two ends of our schedule held fixed (likelihood.schedule_between_ends,
    log signal-to-noise ratio linear in between).
@@ -14,10 +14,11 @@ would lift it, in three parts:
    T = 10, 40 and 100. Variational diffusion models (Kingma et al. 2021) show that as T grows
    the bound depends on the ends alone; with few steps the path matters.
 
-Every number is printed in one line that tools can read, e.g.
-    M=256  K_IW = 2.684 bits  (se 0.017)
-    T=40  class=diagonal  best K = 2.326 bits  (se 0.061)
-    T=40  shape=cosine  class=full  best K = 2.500 bits  (se 0.050)
+Every number is printed in one line that tools can read, of the forms
+    M=<M>  K_IW = <bits> bits  (se <bits>)
+    T=<T>  class=<diagonal|full>  Bayes-optimal K = <bits> bits  (se <bits>)
+    T=<T>  shape=<shape>  class=<diagonal|full>  Bayes-optimal K = <bits> bits  (se <bits>)
+The README's chapter 7 shows a default run's lines.
 
 Writes into images/:
 - 07_iw_bound.png      the importance-weighted bound against M, with K and the two ceilings
@@ -40,7 +41,7 @@ M_VALUES = (1, 4, 16, 64, 256)   # trajectories per point in the importance-weig
 IW_POINTS = 1000                 # held-out points for it (se about 0.02 bits at M = 256)
 STEPS = (10, 20, 40, 100)        # T for the best K against T
 SHAPE_STEPS = (10, 40, 100)      # T for the comparison of paths between the ends
-YARDSTICK_POINTS = 1000          # held-out points for the brute-force Bayes best K
+BAYES_POINTS = 1000              # held-out points for the brute-force Bayes best K
 TRAJECTORIES_PER_BATCH = 16_384  # forward trajectories pushed through the network at once
 SWEEP_SHAPE = "linear"           # the path of part 2: log SNR linear in t between the ends
 
@@ -92,8 +93,8 @@ def main():
     parser.add_argument("--M", type=plumbing.positive_int, nargs="+", default=list(M_VALUES),
                         help="trajectories per point; the largest is drawn, smaller M reuse it in "
                              "groups (default: %(default)s)")
-    parser.add_argument("--yardstick-points", type=plumbing.whole_number(2, roll.N_HELDOUT),
-                        default=YARDSTICK_POINTS,
+    parser.add_argument("--bayes-points", type=plumbing.whole_number(2, roll.N_HELDOUT),
+                        default=BAYES_POINTS,
                         help="held-out points for the best K of each T and path (default: %(default)s)")
     parser.add_argument("--steps", type=plumbing.whole_number(2), nargs="+", default=list(STEPS),
                         help="the T of the best K against T (default: %(default)s)")
@@ -152,7 +153,7 @@ def main():
 
     # --- 2. and 3. the best K against T, and the path between the fixed ends ---------------------
     began = time.perf_counter()
-    n_best = args.yardstick_points
+    n_best = args.bayes_points
     best = {}   # (shape, T) -> {class: K per point, nats}; the same points and seed throughout
 
     def measure(shape, T, label):
@@ -161,14 +162,14 @@ def main():
             best[shape, T] = best_K_both_classes(likelihood.schedule_between_ends(T, shape), n_best, args.seed)
         for covariance in ("diagonal", "full"):
             value, se = roll.mean_and_se_bits(best[shape, T][covariance])
-            print(f"T={T}  {label}class={covariance}  best K = {value:.3f} bits  (se {se:.3f})", flush=True)
+            print(f"T={T}  {label}class={covariance}  Bayes-optimal K = {value:.3f} bits  (se {se:.3f})", flush=True)
 
     def paired(a, b):
         """'+0.123 (se 0.012)': the mean of a - b per point in bits; on the same points, the
         point-to-point spread that dominates each se largely cancels."""
         return "{:+.3f} (se {:.3f})".format(*roll.mean_and_se_bits(a - b))
 
-    print(f"the best Gaussian reverse process (brute-force Bayes over {roll.CURVE_POINTS} curve points), "
+    print(f"the Bayes-optimal Gaussian reverse process (brute-force Bayes over {roll.CURVE_POINTS} curve points), "
           f"{n_best} held-out points, the ends of our schedule held, log SNR {SWEEP_SHAPE} in between:")
     steps = sorted(set(args.steps))
     for previous, T in zip([None] + steps, steps):
@@ -196,7 +197,7 @@ def main():
     for covariance, color in (("diagonal", "tab:blue"), ("full", "tab:orange")):
         values = [roll.mean_and_se_bits(best[SWEEP_SHAPE, T][covariance]) for T in steps]
         ax.errorbar(steps, [v for v, _ in values], yerr=[2 * se for _, se in values], marker="o",
-                    capsize=3, color=color, label=f"best K, {covariance} covariance steps (2 se)")
+                    capsize=3, color=color, label=f"Bayes-optimal K, {covariance} covariance steps (2 se)")
     ax.axhline(K_ceiling, color="gray", ls="-.", label=f"ceiling of K = {K_ceiling:.2f} bits")
     ax.plot([common.T], [roll.PAPER_K_BITS], "r*", markersize=12, label=f"paper, T = 40: {roll.PAPER_K_BITS} bits")
     ax.plot([common.T], [K_bits], "gs", markersize=8,
@@ -225,7 +226,7 @@ def main():
     right.set_xscale("log")
     right.set_xticks(shape_steps, [str(T) for T in shape_steps])
     right.set_xticks([], minor=True)
-    right.set(xlabel="T", ylabel="best K (bits per point)", title="the path matters less as T grows")
+    right.set(xlabel="T", ylabel="Bayes-optimal K (bits per point)", title="the path matters less as T grows")
     right.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     plumbing.save_figure(fig, args.images / "07_schedules.png")

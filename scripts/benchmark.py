@@ -3,18 +3,18 @@
 Runs scripts/03_train.py with its defaults (or the --iters given) as a separate process, as a
 reader would, and reads what it prints: wall seconds of the whole run, iterations per second,
 held-out K and K - L_null in bits. It then puts the result next to the paper's Table 1, the
-ceilings for beta_1, and the yardsticks no network of each class can beat with this schedule:
-the Bayes-optimal Gaussian reverse process with diagonal and with full covariance
+ceilings for beta_1, and what no network of each class can beat with this schedule: the
+Bayes-optimal Gaussian reverse process with diagonal and with full covariance
 (roll.bayes_optimal_reverse), evaluated on the same held-out points and the same noise as the
 trained model, so that each difference is paired. From the same KL terms it draws where the bits
 go (README, chapter 3): images/03_kl_per_step.png, each step's KL for the trained model and both
-yardsticks. A benchmark, not a test: it asserts nothing. The checkpoint goes to
+Bayes-optimal processes. A benchmark, not a test: it asserts nothing. The checkpoint goes to
 outputs/benchmark.pt and the training curve to a temporary folder, so the walkthrough's other
 files stay untouched.
 
-    python scripts/benchmark.py                   # the defaults: a minute of training, then minutes of yardsticks
+    python scripts/benchmark.py                   # the defaults: a minute of training, then minutes of Bayes-optimal K
     python scripts/benchmark.py --iters 1000 2000 4000   # how far longer training gets
-    python scripts/benchmark.py --covariance diagonal    # the paper's class against its yardstick
+    python scripts/benchmark.py --covariance diagonal    # the paper's class against its Bayes-optimal process
 """
 import argparse
 import math
@@ -33,7 +33,7 @@ import plumbing
 import roll
 from model import COVARIANCES
 
-N_YARDSTICK = 5000   # held-out points for the Bayes-optimal K (minutes per class)
+N_BAYES = 5000       # held-out points for the Bayes-optimal K (minutes per class)
 K_LINE = re.compile(r"^K = (-?[\d.]+) bits  \(K - L_null = (-?[\d.]+) bits")
 SPEED_LINE = re.compile(r"^trained (\d+) iterations in ([\d.]+) s \(([\d.]+) it/s\) on (\S+)")
 
@@ -69,7 +69,7 @@ def main():
                         help="the reverse steps' covariance to train, as for 03_train.py (default: %(default)s)")
     parser.add_argument("--seed", type=plumbing.seed_int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="as for 03_train.py (default: auto)")
-    parser.add_argument("--yardstick-points", type=plumbing.whole_number(0, roll.N_HELDOUT), default=N_YARDSTICK,
+    parser.add_argument("--bayes-points", type=plumbing.whole_number(0, roll.N_HELDOUT), default=N_BAYES,
                         help="held-out points for the Bayes-optimal K and the per-step figure; 0 skips "
                              "them (default: %(default)s)")
     parser.add_argument("--images", type=pathlib.Path, default=plumbing.IMAGES,
@@ -92,49 +92,58 @@ def main():
     print(f"ceiling of K for beta_1 = {common.BETA_1:.0e}:      K = {K_ceiling:.3f} bits, "
           f"K - L_null = {K_ceiling - null:.3f} bits")
     print(f"ceiling of the log-likelihood:     {common.nats_to_bits(roll.log_likelihood_ceiling()):.3f} bits")
-    if args.yardstick_points > 0:
-        # The same points and the same noise for the yardsticks and for the last trained model,
+    if args.bayes_points > 0:
+        # The same points and the same noise for the Bayes-optimal processes and the last trained model,
         # so their differences are measured far more precisely than any K alone.
-        n = args.yardstick_points
+        n = args.bayes_points
         model, schedule, _ = plumbing.load_checkpoint(plumbing.OUTPUTS / "benchmark.pt")
         name = f"trained ({model.config['covariance']})"
         kl = {name: roll.heldout_kl(common.reverse_of(model, schedule), schedule, n, args.seed)}
         trained = common.bound_K(kl[name], schedule)
         print(f"{name}: K = {roll.mean_and_se_bits(trained)[0]:.3f} bits on {n} held-out points")
         for covariance in ("diagonal", "full"):
-            kl[f"oracle {covariance}"] = roll.heldout_kl(roll.bayes_optimal_reverse(schedule, covariance),
-                                                         schedule, n, args.seed)
-            oracle = common.bound_K(kl[f"oracle {covariance}"], schedule)
-            K, se = roll.mean_and_se_bits(oracle)
-            gap, gap_se = roll.mean_and_se_bits(oracle - trained)
-            print(f"oracle {covariance}: K = {K:.3f} bits  (se {se:.3f}); {gap:+.3f} bits (se {gap_se:.3f}) "
+            name = f"Bayes-optimal {covariance}"
+            kl[name] = roll.heldout_kl(roll.bayes_optimal_reverse(schedule, covariance), schedule, n, args.seed)
+            bayes = common.bound_K(kl[name], schedule)
+            K, se = roll.mean_and_se_bits(bayes)
+            gap, gap_se = roll.mean_and_se_bits(bayes - trained)
+            print(f"{name}: K = {K:.3f} bits  (se {se:.3f}); {gap:+.3f} bits (se {gap_se:.3f}) "
                   f"from the trained model, paired", flush=True)
         draw_kl_per_step(kl, schedule, args.images / "03_kl_per_step.png")
         print(f"figure written to {args.images}/03_kl_per_step.png")
 
 
 def draw_kl_per_step(kl, schedule, path):
-    """Where the bits go (README, chapter 3): each step's mean KL in bits for t = 2..T, and, paired
-    on the same points and noise, what each reverse process loses against the full oracle there."""
+    """Where the bits go (README, chapter 3). Left: each step's mean KL in bits for t = 2..T, split
+    into what even the Bayes-optimal full-covariance step pays (the price of a Gaussian step of
+    that size, grey) and what the trained model pays on top of it (colour; paired on the same
+    points and noise). Right: that excess for every reverse process, step by step, with 2
+    standard errors: the trained model against the best of its class and the best of all."""
     t = torch.arange(2, schedule.T + 1)
-    best = kl["oracle full"][:, 2:]
+    best = kl["Bayes-optimal full"][:, 2:]
+    trained = next(name for name in kl if name.startswith("trained"))
+    colors = {trained: "tab:blue", "Bayes-optimal diagonal": "tab:purple"}
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
-    for (name, table), color in zip(kl.items(), ("tab:blue", "tab:purple", "tab:red")):
-        axes[0].plot(t, common.nats_to_bits(table[:, 2:].mean(0)), "o-", ms=3, color=color,
-                     label=f"{name}: {common.nats_to_bits(table.sum(1).mean()):.3f} bits in all")
-        if name != "oracle full":
-            lost = common.nats_to_bits(table[:, 2:] - best)
-            axes[1].errorbar(t, lost.mean(0), yerr=2 * lost.std(0) / math.sqrt(len(lost)), fmt="o-",
-                             ms=3, capsize=2, color=color, label=f"{name} - oracle full")
-    axes[0].set(yscale="log", xlabel="step t", ylabel="mean KL of step t (bits per point)",
+    floor = common.nats_to_bits(best.mean(0))
+    excess = common.nats_to_bits((kl[trained][:, 2:] - best).mean(0))
+    axes[0].bar(t, floor, color="0.7",
+                label=f"Bayes-optimal full: {common.nats_to_bits(best.sum(1).mean()):.3f} bits in all")
+    axes[0].bar(t, excess, bottom=floor, color=colors[trained],
+                label=f"{trained}, on top: {common.nats_to_bits((kl[trained][:, 2:] - best).sum(1).mean()):+.3f} bits in all")
+    axes[0].set(xlabel="step t", ylabel="mean KL of step t (bits per point)",
                 title=f"the KL terms of K, on {len(best)} held-out points")
+    for name, color in colors.items():
+        lost = common.nats_to_bits(kl[name][:, 2:] - best)
+        axes[1].errorbar(t, lost.mean(0), yerr=2 * lost.std(0) / math.sqrt(len(lost)), fmt="o-",
+                         ms=3, capsize=2, color=color, label=f"{name} - Bayes-optimal full")
     axes[1].axhline(0.0, color="gray", lw=0.8)
-    axes[1].set(xlabel="step t", ylabel="KL minus the full oracle's (bits per point, +-2 SE)",
+    axes[1].set(xlabel="step t", ylabel="KL minus the Bayes-optimal full's (bits per point, +-2 SE)",
                 title="what each step loses against the best full-covariance step")
     for ax in axes:
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.tight_layout()
     plumbing.save_figure(fig, path)
+
 
 if __name__ == "__main__":
     main()

@@ -257,7 +257,8 @@ def entropy_part(schedule):
 def kl_one_step(reverse, x0, t, schedule, generator=None):
     """KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)) for each point at its own step t, with
     x_t ~ q(x_t | x0). `reverse(x_t, t)` returns p's (mean, covariance): the trained network
-    (see `reverse_of`), the Bayes-optimal yardstick or, in the tests, one known in closed form."""
+    (see `reverse_of`), the Bayes-optimal one (roll.bayes_optimal_reverse) or, in the tests, one
+    known in closed form."""
     x_t = sample_gaussian(*q_closed_form(x0, t, schedule), generator)
     return kl_gaussian(*q_posterior(x0, x_t, t, schedule), *reverse(x_t, t))
 

@@ -1,6 +1,6 @@
 """The Swiss roll: the data, its exact constants, the best any model can do on it, and how to
 score samples against the data's own law. README sections 1 (the data), 3 (the ceilings and the
-Bayes-optimal yardstick) and 4 (scoring samples).
+Bayes-optimal reverse process) and 4 (scoring samples).
 
 The roll is a curve with no width: angle a = 1.5 pi (1 + 2u), u ~ U(0, 1), point (a cos a, a sin a),
 each coordinate standardised with exact constants. Since the law of the data is known exactly,
@@ -109,12 +109,12 @@ def x0_posterior_moments(x_t, t, schedule, n_curve=CURVE_POINTS, chunk=25):
 
 
 def bayes_optimal_reverse(schedule, covariance="diagonal", n_curve=CURVE_POINTS):
-    """The best Gaussian reverse process for the roll: p(x_{t-1} | x_t) = N(mu_tilde(x_t, E[x0 | x_t]),
+    """The Bayes-optimal Gaussian reverse process for the roll: p(x_{t-1} | x_t) = N(mu_tilde(x_t, E[x0 | x_t]),
     sigma_tilde^2 I + c_t^2 Cov(x0 | x_t)), the true reverse step's mean and covariance (README,
     chapter 2), with x0's moments from brute-force Bayes (x0_posterior_moments) and Cov(x0 | x_t)
-    kept whole ("full") or cut to its diagonal ("diagonal", the paper's class). A yardstick for
-    training, far too slow to sample with: a function (x_t, t) -> (mean, covariance) for one t
-    shared by all points."""
+    kept whole ("full") or cut to its diagonal ("diagonal", the paper's class): what no network of
+    the class can beat, far too slow to sample with. A function (x_t, t) -> (mean, covariance) for
+    one t shared by all points."""
     if covariance not in ("diagonal", "full"):
         raise ValueError(f"covariance must be 'diagonal' or 'full', got {covariance!r}")
 

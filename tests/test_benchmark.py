@@ -1,6 +1,6 @@
 """scripts/benchmark.py: bad numbers are refused in one line before any training, and its whole
 path on tiny settings (one 3-iteration training run read back from 03_train.py's output, then
-the Bayes-optimal yardsticks on 20 held-out points) prints a row and three paired K lines."""
+the Bayes-optimal reverse processes on 20 held-out points) prints a row and three paired K lines."""
 import re
 import sys
 
@@ -12,7 +12,7 @@ from conftest import load_script
 
 ROW = re.compile(r"^\s*(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(-?[\d.]+)\s+(-?[\d.]+)$", re.MULTILINE)
 TRAINED = re.compile(r"^trained \((\w+)\): K = (-?[\d.]+) bits on (\d+) held-out points$", re.MULTILINE)
-ORACLE = re.compile(r"^oracle (diagonal|full): K = (-?[\d.]+) bits  \(se ([\d.]+)\); ([+-][\d.]+) bits "
+BAYES = re.compile(r"^Bayes-optimal (diagonal|full): K = (-?[\d.]+) bits  \(se ([\d.]+)\); ([+-][\d.]+) bits "
                     r"\(se ([\d.]+)\) from the trained model, paired$", re.MULTILINE)
 
 
@@ -30,9 +30,9 @@ def run_benchmark(args, tmp_path, monkeypatch, capsys):
     return code, out, err
 
 
-@pytest.mark.parametrize("args, option", [(["--yardstick-points", "-5"], "--yardstick-points"),
-                                          (["--yardstick-points", str(roll.N_HELDOUT + 1)], "--yardstick-points"),
-                                          (["--yardstick-points", "ten"], "--yardstick-points"),
+@pytest.mark.parametrize("args, option", [(["--bayes-points", "-5"], "--bayes-points"),
+                                          (["--bayes-points", str(roll.N_HELDOUT + 1)], "--bayes-points"),
+                                          (["--bayes-points", "ten"], "--bayes-points"),
                                           (["--iters", "0"], "--iters"),
                                           (["--seed", "-1"], "--seed")])
 def test_bad_number_is_refused_in_one_line_before_training(args, option, tmp_path, monkeypatch, capsys):
@@ -44,26 +44,26 @@ def test_bad_number_is_refused_in_one_line_before_training(args, option, tmp_pat
     errors = [line for line in err.splitlines() if "error:" in line]
     assert code == 2 and len(errors) == 1, f"{' '.join(args)}: exit {code}, error lines {errors}\n{err}"
     assert f"argument {option}" in errors[0] and "Traceback" not in err, errors[0]
-    if option == "--yardstick-points":
+    if option == "--bayes-points":
         assert f"from 0 to {roll.N_HELDOUT}" in errors[0], f"the message does not give the range: {errors[0]}"
     assert not any(tmp_path.iterdir()), f"files written: {list(tmp_path.iterdir())}"
 
 
-def test_tiny_benchmark_reads_the_training_run_and_measures_the_yardsticks(tmp_path, monkeypatch, capsys):
-    # One real 03_train.py run of 3 iterations, then both yardsticks on 20 points (~20 s on 2 cores).
+def test_tiny_benchmark_reads_the_training_run_and_measures_the_bayes_optimal_K(tmp_path, monkeypatch, capsys):
+    # One real 03_train.py run of 3 iterations, then both Bayes-optimal processes on 20 points (~20 s on 2 cores).
     # --images: a tiny run's figure must never replace the README's (images/ is committed)
     images = tmp_path / "images"
     before = {path: path.read_bytes() for path in plumbing.IMAGES.iterdir()}
-    code, out, err = run_benchmark(["--iters", 3, "--yardstick-points", 20, "--device", "cpu",
+    code, out, err = run_benchmark(["--iters", 3, "--bayes-points", 20, "--device", "cpu",
                                     "--images", images], tmp_path, monkeypatch, capsys)
     assert code == 0, f"benchmark.py exited {code}:\n{out}\n{err[-2000:]}"
     rows = ROW.findall(out)
     assert len(rows) == 1 and rows[0][0] == "3", f"expected one row for 3 iterations:\n{out}"
     trained = TRAINED.search(out)
     assert trained and trained[1] == "full" and trained[3] == "20", f"no 'trained' line for 20 points:\n{out}"
-    oracles = {m[1]: m for m in ORACLE.finditer(out)}
-    assert set(oracles) == {"diagonal", "full"}, f"oracle lines missing:\n{out}"
-    for covariance, m in oracles.items():
+    bayes = {m[1]: m for m in BAYES.finditer(out)}
+    assert set(bayes) == {"diagonal", "full"}, f"Bayes-optimal lines missing:\n{out}"
+    for covariance, m in bayes.items():
         gap = float(m[2]) - float(trained[2])
         assert abs(gap - float(m[4])) < 2e-3, f"{covariance}: the paired gap {m[4]} is not K {m[2]} - trained {trained[2]}"
         assert float(m[4]) > 0, f"the Bayes-optimal {covariance} K {m[2]} is not above a 3-iteration model's {trained[2]}"

@@ -189,8 +189,8 @@ def test_best_K_grows_from_10_to_40_steps():
 
 LINES = {
     "iw": re.compile(r"^M=(\d+)  K_IW = (-?[\d.]+) bits  \(se ([\d.]+)\)$", re.MULTILINE),
-    "best": re.compile(r"^T=(\d+)  class=(diagonal|full)  best K = (-?[\d.]+) bits  \(se ([\d.]+)\)$", re.MULTILINE),
-    "shape": re.compile(r"^T=(\d+)  shape=(\w+)  class=(diagonal|full)  best K = (-?[\d.]+) bits  \(se ([\d.]+)\)$",
+    "best": re.compile(r"^T=(\d+)  class=(diagonal|full)  Bayes-optimal K = (-?[\d.]+) bits  \(se ([\d.]+)\)$", re.MULTILINE),
+    "shape": re.compile(r"^T=(\d+)  shape=(\w+)  class=(diagonal|full)  Bayes-optimal K = (-?[\d.]+) bits  \(se ([\d.]+)\)$",
                         re.MULTILINE),
 }
 
@@ -203,7 +203,7 @@ def runs(tmp_path_factory):
     torch.manual_seed(0)
     plumbing.save_checkpoint(folder / "model.pt", ReverseModel(hidden=16, depth=1, n_frequencies=4),
                              common.make_schedule(), argparse.Namespace(), 0)
-    tiny = ["--points", 6, "--M", 1, 2, 4, "--yardstick-points", 4, "--steps", 2, 3, "--shape-steps", 3]
+    tiny = ["--points", 6, "--M", 1, 2, 4, "--bayes-points", 4, "--steps", 2, 3, "--shape-steps", 3]
     started = {
         "tiny": start_script("07_bound.py", "--checkpoint", folder / "model.pt", "--images", folder, *tiny),
         "missing": start_script("07_bound.py", "--checkpoint", folder / "absent.pt", "--images", folder),
