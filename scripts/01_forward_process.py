@@ -8,7 +8,8 @@ largest gap in standard errors.
 
 Figures (into images/):
 - 01_markov_chain.png          the chain x_0 -> x_1 -> ... -> x_T: q forward, p backward
-- 01_chain_vs_closed_form.png  the roll at t = 0, T/2, T, by the chain and by the closed form
+- 01_chain_vs_closed_form.png  the roll at t = 0, at the steps where it dissolves and at T, by
+                               the chain and by the closed form
 - 01_schedule.png              beta_t and alpha_bar_t against t
 - 01_forward_process.gif       the roll dissolving into noise, step by step
 """
@@ -25,6 +26,17 @@ N_POINTS = 10_000     # points in the roll; the moments below have standard erro
 MIN_POINTS = 100      # fewer, and the standard errors themselves are too rough to compare with
 GIF_POINTS = 2000     # points in the animation (a light file)
 PRINT_EVERY = 5       # print one row of the table every PRINT_EVERY steps (all steps are checked)
+# The roll dissolves where the noise's spread, relative to the signal's, sqrt((1 - alpha_bar_t) /
+# alpha_bar_t), grows from a tenth of the arms' spacing to more than it (the arms are ~0.3 apart).
+SHOWN_NOISE = (0.1, 0.2, 0.35, 0.6)
+
+
+def dissolving_steps(schedule):
+    """t = 0, the first step at which sqrt((1 - alpha_bar_t) / alpha_bar_t) reaches each of
+    SHOWN_NOISE, and t = T: the steps drawn in 01_chain_vs_closed_form.png."""
+    spread = ((1.0 - schedule.alpha_bar) / schedule.alpha_bar).sqrt()
+    reached = [int(torch.nonzero(spread >= level)[0]) for level in SHOWN_NOISE if bool((spread >= level).any())]
+    return sorted({0, *reached, schedule.T})
 
 
 def moment_terms(x_t, x0):
@@ -118,12 +130,15 @@ def main():
     # Figure: the chain itself, with our symbols (README, "The chain").
     draw_markov_chain(x0, chain[T], args.images / "01_markov_chain.png")
 
-    # Figure: both roads side by side at t = 0, T/2, T.
-    shown = [0, T // 2, T]
-    fig, axes = plt.subplots(2, 3, figsize=(10, 6.8))
+    # Figure: both roads side by side at t = 0, T and the steps where the roll dissolves.
+    shown = dissolving_steps(schedule)
+    fig, axes = plt.subplots(2, len(shown), figsize=(2.6 * len(shown), 6.2))
     for col, t in enumerate(shown):
-        plumbing.plot_points(axes[0, col], chain[t], f"chain, t = {t}")
+        spread = ((1.0 - alpha_bar[t]) / alpha_bar[t]).sqrt().item()
+        plumbing.plot_points(axes[0, col], chain[t], f"chain, t = {t}\nnoise / signal {spread:.2f}")
         plumbing.plot_points(axes[1, col], jump[t], f"closed form, t = {t}")
+        for row in (0, 1):
+            axes[row, col].set(xticks=[], yticks=[])
     fig.suptitle("q(x_t | x_{t-1}) applied t times (top) and q(x_t | x_0) in one jump (bottom)")
     fig.tight_layout()
     plumbing.save_figure(fig, args.images / "01_chain_vs_closed_form.png")

@@ -16,7 +16,7 @@ Figures (into images/):
 - 02_posterior_vs_untrained.png  for one t: the noisy points x_t, the posterior's pull towards x0,
                                  and the untrained model's pull, with the KL between them
 - 02_x0_covariance.png           at a small t, along the roll: the ellipses of Cov(x0 | x_t) and
-                                 of their diagonal (axis-aligned) cuts
+                                 of their diagonal (axis-aligned) cuts, and three of them enlarged
 """
 import argparse
 
@@ -106,22 +106,52 @@ def main():
     print(f"  the diagonal reverse step loses KL = {lost.mean().item():.3f} nats per point at this step "
           f"(the full step against its diagonal cut)")
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 5.6))
-    panels = [(axes[0], [(x0_cov, "tab:red")], "Cov(x0 | x_t), brute-force Bayes"),
-              (axes[1], [(x0_diagonal, "tab:purple"), (x0_cov, "tab:red")],
-               "its diagonal (purple): the paper's class")]
-    background = roll.swiss_roll(2000, generator)
-    for ax, ellipses, title in panels:
-        plumbing.plot_points(ax, background, f"{title}\nt = {t}: ellipses of 2 standard deviations")
-        for cov, color in ellipses:
-            values, vectors = torch.linalg.eigh(cov)
-            for centre, value, vector in zip(x0_mean, values, vectors):
-                angle = torch.rad2deg(torch.atan2(vector[1, 1], vector[0, 1])).item()
-                width, height = (4.0 * value.clamp_min(0).sqrt()).flip(0).tolist()
-                ax.add_patch(Ellipse(centre.tolist(), width, height, angle=angle, fill=False, color=color, lw=1.2))
-    fig.tight_layout()
-    plumbing.save_figure(fig, args.images / "02_x0_covariance.png")
+    draw_x0_covariance(args.images / "02_x0_covariance.png", x0_mean, x0_cov, x0_diagonal,
+                       roll.swiss_roll(2000, generator), t)
     print(f"figure written to {args.images}/02_x0_covariance.png")
+
+
+def add_ellipses(ax, centres, covariances, color, label=None):
+    """The 2-standard-deviation ellipse of each covariance around its centre, filled lightly."""
+    values, vectors = torch.linalg.eigh(covariances)
+    for i, (centre, value, vector) in enumerate(zip(centres, values, vectors)):
+        angle = torch.rad2deg(torch.atan2(vector[1, 1], vector[0, 1])).item()
+        width, height = (4.0 * value.clamp_min(0).sqrt()).flip(0).tolist()
+        ax.add_patch(Ellipse(centre.tolist(), width, height, angle=angle, facecolor=color, alpha=0.35,
+                             edgecolor=color, lw=1.5, label=label if i == 0 else None))
+
+
+def draw_x0_covariance(path, x0_mean, x0_cov, x0_diagonal, background, t):
+    """02_x0_covariance.png. Top: the roll with, at points along it, the ellipse of Cov(x0 | x_t)
+    (red) and of its diagonal cut (purple). At this scale the red ones are slivers: all their
+    spread is along the curve. Bottom: three of them enlarged, where the shapes can be read: the
+    full covariance lies along the curve, the diagonal one spreads across it."""
+    fig, axes = plt.subplot_mosaic([["full"] * 3 + ["diagonal"] * 3, ["z0"] * 2 + ["z1"] * 2 + ["z2"] * 2],
+                                   figsize=(12, 10), gridspec_kw={"height_ratios": [3, 2]})
+    zoomed = [len(x0_mean) // 8, len(x0_mean) // 2, (7 * len(x0_mean)) // 8]
+    for name, title, shown in (("full", "Cov(x0 | x_t), brute-force Bayes (red)", [(x0_cov, "tab:red")]),
+                               ("diagonal", "its diagonal (purple): the paper's class",
+                                [(x0_diagonal, "tab:purple"), (x0_cov, "tab:red")])):
+        ax = axes[name]
+        ax.scatter(*background.T, s=1, color="0.75")
+        for covariances, color in shown:
+            add_ellipses(ax, x0_mean, covariances, color)
+        for k, i in enumerate(zoomed):
+            ax.annotate(str(k + 1), x0_mean[i].tolist(), xytext=(6, 6), textcoords="offset points", fontsize=10)
+        ax.set(xlim=(-plumbing.AXIS_LIMIT, plumbing.AXIS_LIMIT), ylim=(-plumbing.AXIS_LIMIT, plumbing.AXIS_LIMIT),
+               aspect="equal", title=f"{title}\nt = {t}: ellipses of 2 standard deviations")
+    for k, i in enumerate(zoomed):
+        ax = axes[f"z{k}"]
+        half = 1.3 * 2.0 * x0_diagonal[i].diagonal().max().sqrt().item()
+        ax.scatter(*background.T, s=2, color="0.6")
+        add_ellipses(ax, x0_mean[i:i + 1], x0_diagonal[i:i + 1], "tab:purple", "diagonal cut")
+        add_ellipses(ax, x0_mean[i:i + 1], x0_cov[i:i + 1], "tab:red", "Cov(x0 | x_t)")
+        centre = x0_mean[i].tolist()
+        ax.set(xlim=(centre[0] - half, centre[0] + half), ylim=(centre[1] - half, centre[1] + half),
+               aspect="equal", xticks=[], yticks=[], title=f"point {k + 1}, enlarged")
+    axes["z0"].legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    plumbing.save_figure(fig, path)
 
 
 if __name__ == "__main__":
