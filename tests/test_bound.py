@@ -1,5 +1,5 @@
 """The bound K (paper eq. 14) and its ceiling, checked by routes that do not use their formulas:
-a Monte Carlo of the blurred roll's density, an oracle reverse process whose K is known
+a Monte Carlo of the blurred roll's density, the exact reverse process of Gaussian data, whose K is known
 exactly, entropies written out by hand, and the Bayes-optimal Gaussian reverse of the roll."""
 import math
 
@@ -58,19 +58,19 @@ def test_ceiling_depends_on_beta_1_as_half_log():
     assert 3.0 < bits < 3.6, f"ceiling {bits:.3f} bits, expected about 3.32"
 
 
-# --- the bound K with an oracle reverse process ---------------------------------------------------
+# --- the bound K with the exact reverse process of Gaussian data ---------------------------------------------------
 #
 # For data x0 ~ N(0, I), every marginal of the forward chain is N(0, I): if x_{t-1} ~ N(0, I) then
 # x_t = sqrt(alpha_t) x_{t-1} + sqrt(beta_t) eps has variance alpha_t + beta_t = 1. So (x_{t-1}, x_t)
 # is a zero-mean Gaussian pair, unit variances, covariance sqrt(alpha_t), and
 #     q(x_{t-1} | x_t) = N(sqrt(alpha_t) x_t, (1 - alpha_t) I) = N(sqrt(alpha_t) x_t, beta_t I).
 # With this reverse process p equals q as a joint distribution, p(x0) = N(x0; 0, I), and the bound
-# is tight: K = E[log p(x0)] = -(d/2) log(2 pi e) = L_null. At t = 1 the oracle is
+# is tight: K = E[log p(x0)] = -(d/2) log(2 pi e) = L_null. At t = 1 the exact reverse kernel is
 # N(sqrt(1 - beta_1) x_1, beta_1 I), the fixed last step of eq. 44 the entropy terms assume.
 # Route to the exact value: sum_t E KL_t = sum_t I(x0; x_{t-1} | x_t) = I(x0; x_1) - I(x0; x_T)
 # = (d/2) log((1 - abar_T) / beta_1), which the entropy terms cancel, leaving -(d/2) log(2 pi e).
 
-def oracle(beta, mean_scale=1.0, var_scale=1.0):
+def exact_reverse(beta, mean_scale=1.0, var_scale=1.0):
     """The true reverse kernel of standard-normal data, optionally perturbed."""
     def reverse(x_t, t):
         b = beta[torch.as_tensor(t)].reshape(-1, 1).to(x_t)   # beta_t per point (or one for an int t)
@@ -79,45 +79,45 @@ def oracle(beta, mean_scale=1.0, var_scale=1.0):
     return reverse
 
 
-def oracle_K(n, seed, **perturbation):
+def exact_reverse_K(n, seed, **perturbation):
     s = schedule()
     x0 = torch.randn(n, D, generator=gen(seed), dtype=torch.float64)
-    kl = common.kl_all_steps(oracle(s.beta, **perturbation), x0, s, gen(seed + 1))
+    kl = common.kl_all_steps(exact_reverse(s.beta, **perturbation), x0, s, gen(seed + 1))
     return kl, common.bound_K(kl, s)
 
 
-def test_oracle_reverse_attains_null_likelihood():
+def test_exact_reverse_of_gaussian_data_attains_null_likelihood():
     """With the exact reverse kernel of N(0, I) data, mean K = L_null = -(d/2) log(2 pi e)
-    within 4 Monte Carlo SE, and the oracle's t = 1 kernel is common's fixed last step."""
+    within 4 Monte Carlo SE, and its t = 1 kernel is common's fixed last step."""
     s = schedule()
     x1 = torch.randn(8, D, generator=gen(2), dtype=torch.float64)
     model = ReverseModel().double()   # the network is ignored at t = 1
     with torch.no_grad():
         fixed_mean, fixed_var = common.p_reverse(model, x1, 1, s)
-    o_mean, o_var = oracle(s.beta)(x1, torch.ones(8, dtype=torch.long))
+    o_mean, o_var = exact_reverse(s.beta)(x1, torch.ones(8, dtype=torch.long))
     assert (torch.allclose(fixed_mean, o_mean, rtol=1e-12, atol=0)
             and torch.allclose(fixed_var, o_var, rtol=1e-12, atol=0)), (
         f"p(x0|x1): common's fixed kernel mean {fixed_mean[0].tolist()} var {fixed_var[0].tolist()}, "
-        f"oracle mean {o_mean[0].tolist()} var {o_var[0].tolist()}")
+        f"exact reverse mean {o_mean[0].tolist()} var {o_var[0].tolist()}")
 
     n = 20_000
-    kl, K = oracle_K(n, seed=20)
+    kl, K = exact_reverse_K(n, seed=20)
     assert kl.shape == (n, common.T + 1), f"kl_all_steps shape {tuple(kl.shape)}, expected ({n}, {common.T + 1})"
     mean, se = K.mean().item(), K.std().item() / math.sqrt(n)
     want = -(D / 2) * math.log(2 * math.pi * math.e)
     assert abs(common.null_log_likelihood() - want) < 1e-12
-    assert abs(mean - want) < 4 * se, (f"oracle K = {mean:.4f} +- {se:.4f} nats, expected L_null = {want:.4f} "
+    assert abs(mean - want) < 4 * se, (f"exact reverse K = {mean:.4f} +- {se:.4f} nats, expected L_null = {want:.4f} "
                                        f"(tolerance 4 SE = {4 * se:.4f})")
 
 
-def test_oracle_kl_per_step_is_conditional_mutual_information():
-    """Every column t = 2..T of kl_all_steps holds that step's KL: for the oracle its mean is
+def test_exact_reverse_kl_per_step_is_conditional_mutual_information():
+    """Every column t = 2..T of kl_all_steps holds that step's KL: for the exact reverse its mean is
     I(x0; x_{t-1} | x_t) = I(x0; x_{t-1}) - I(x0; x_t) = (d/2) log((1 - abar_t) / (1 - abar_{t-1}))
     (Gaussian channel, I(x0; x_t) = -(d/2) log(1 - abar_t), abar by a loop), within 5 SE per
     column. Catches a skipped or shifted step that the total alone (SE ~0.02 nats) would miss:
     the last step's share is only ~0.003 nats."""
     n = 20_000
-    kl, _ = oracle_K(n, seed=40)
+    kl, _ = exact_reverse_K(n, seed=40)
     beta = schedule().beta
     abar = [1.0]
     for b in beta[1:].tolist():
@@ -130,15 +130,15 @@ def test_oracle_kl_per_step_is_conditional_mutual_information():
 
 
 @pytest.mark.parametrize("perturbation", [{"mean_scale": 1.05}, {"var_scale": 2.0}])
-def test_perturbed_oracle_scores_lower(perturbation):
-    """Any other reverse kernel scores below the oracle: K drops by more than 4 SE of the
+def test_perturbed_exact_reverse_scores_lower(perturbation):
+    """Any other reverse kernel scores below the exact one: K drops by more than 4 SE of the
     paired difference (same x0 and x_t draws for both)."""
     n = 5_000
-    _, K_oracle = oracle_K(n, seed=30)
-    _, K_other = oracle_K(n, seed=30, **perturbation)
-    diff = K_oracle - K_other
+    _, K_exact = exact_reverse_K(n, seed=30)
+    _, K_other = exact_reverse_K(n, seed=30, **perturbation)
+    diff = K_exact - K_other
     mean, se = diff.mean().item(), diff.std().item() / math.sqrt(n)
-    assert mean > 4 * se, (f"{perturbation}: K(oracle) - K(perturbed) = {mean:.4f} +- {se:.4f} nats, "
+    assert mean > 4 * se, (f"{perturbation}: K(exact) - K(perturbed) = {mean:.4f} +- {se:.4f} nats, "
                            f"expected > 4 SE = {4 * se:.4f}")
 
 
@@ -168,7 +168,7 @@ def test_ddpm_elbo_terms_add_up_to_minus_K_on_average_over_data_with_mean_square
     and the two differ by exactly what the algebra says, also within 4 SE."""
     s = schedule()
     x0 = scale * roll.heldout_roll(10_000).double()
-    reverse = oracle(s.beta)        # any reverse process with eq. 44's fixed last step will do
+    reverse = exact_reverse(s.beta)        # any reverse process with eq. 44's fixed last step will do
     K = common.bound_K(common.kl_all_steps(reverse, x0, s, gen(60)), s)
     terms = ddpm.elbo_terms(reverse, x0, s, gen(60))
     assert K.shape == terms.L_T.shape == terms.L_0.shape == (len(x0),), f"shapes {K.shape}, {terms.L_T.shape}"
@@ -201,7 +201,7 @@ def test_kl_all_steps_moves_each_kl_to_the_cpu_before_float64(monkeypatch):
     real = common.kl_one_step
     monkeypatch.setattr(common, "kl_one_step", lambda *args, **kwargs: OnTheDevice(real(*args, **kwargs)))
     s = schedule()
-    kl = common.kl_all_steps(oracle(s.beta), torch.zeros(3, D), s, gen(1))
+    kl = common.kl_all_steps(exact_reverse(s.beta), torch.zeros(3, D), s, gen(1))
     assert kl.dtype == torch.float64 and kl.device.type == "cpu" and kl.shape == (3, common.T + 1)
 
 
@@ -288,7 +288,7 @@ def test_x0_posterior_at_a_small_t_is_a_thin_ellipse_along_the_tangent():
             f"t={t}: variance across the curve up to {across.max():.2e}, against {want:.2e} along it")
 
 
-# --- an oracle with correlated coordinates: the full-covariance class ------------------------------
+# --- the exact reverse of Gaussian data with correlated coordinates: the full-covariance class ------------------------------
 #
 # Data x0 ~ N(0, S), S = [[1, rho], [rho, 1]]: unit variances, so the paper's end terms are exact
 # (E|x_T|^2 = d, and the fixed last step's error has E|.|^2 = d beta_1, as for N(0, I) data).
@@ -326,7 +326,7 @@ def correlated_reverse(s, diagonal=False):
     return reverse
 
 
-def test_correlated_gaussian_oracle_attains_the_closed_form_K_and_diagonal_steps_lose_what_theory_says():
+def test_exact_reverse_of_correlated_gaussian_data_attains_the_closed_form_K_and_diagonal_steps_lose_what_theory_says():
     """With the true (full-covariance) reverse steps of N(0, S) data, mean K equals its closed
     form, and the best diagonal steps score lower by exactly what their lost correlation costs.
 

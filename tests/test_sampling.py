@@ -151,7 +151,7 @@ def test_last_sampling_step_draws_x0_with_variance_beta_1_around_x1():
 
 
 def test_exact_reverse_kernel_keeps_standard_normal_data_standard_normal():
-    # Oracle. For data x0 ~ N(0, I), every x_t is N(0, I) too: if x_{t-1} ~ N(0, I) and
+    # The exact reverse kernel. For data x0 ~ N(0, I), every x_t is N(0, I) too: if x_{t-1} ~ N(0, I) and
     # x_t = sqrt(alpha_t) x_{t-1} + sqrt(beta_t) eps, then (x_{t-1}, x_t) is jointly Gaussian with
     # Var x_t = alpha_t + beta_t = 1 and Cov(x_{t-1}, x_t) = sqrt(alpha_t), so
     # x_{t-1} | x_t ~ N(sqrt(alpha_t) x_t, (1 - alpha_t) I) = N(sqrt(1 - beta_t) x_t, beta_t I).
