@@ -210,10 +210,11 @@ def draw_quality(path, results, steps, band):
             values = [K[name, S] for S in steps]
             axes[2].plot(steps, [k if k >= floor else math.nan for k in values], "o-", color=color, label=name)
             for S, k in zip(steps, values):
-                if k < floor:
-                    axes[2].plot(S, floor, "v", ms=9, color=color)
-                    axes[2].annotate(f"{k:.0f}" if k < -100 else f"{k:.1f}", (S, floor), xytext=(0, 8 + 11 * row), textcoords="offset points",
-                                     ha="center", fontsize=8, color=color)
+                if k < floor:   # side by side when two samplers are both below the floor at S
+                    x = S * 1.08 ** (row - (len(SAMPLERS) - 1) / 2)
+                    axes[2].plot(x, floor, "v", ms=9, color=color)
+                    axes[2].annotate(f"{k:.0f}" if k < -100 else f"{k:.1f}", (x, floor), xytext=(0, -16 - 10 * row),
+                                     textcoords="offset points", ha="center", fontsize=8, color=color)
     axes[1].axhspan(*band, color="gray", alpha=0.3, label="real roll, 5-95%")
     for ax, label in zip(axes, ["off the curve (%)", "W1(u): mass along the curve", "K (bits, held-out)"]):
         ax.set(xscale="log", xlabel="steps", ylabel=label)
@@ -225,8 +226,8 @@ def draw_quality(path, results, steps, band):
     axes[0].set_ylim(0, 100)
     axes[1].set_yscale("log")
     if K:
-        axes[2].set_ylim(floor - 0.05 * K_RANGE, floor + 1.1 * K_RANGE)
-        axes[2].set_title(f"K below {floor:.1f} bits: v on the floor, value above", fontsize=9)
+        axes[2].set_ylim(floor - 0.3 * K_RANGE, floor + 1.1 * K_RANGE)
+        axes[2].set_title(f"K below {floor:.1f} bits: v on the floor, value below", fontsize=9)
     fig.tight_layout()
     plumbing.save_figure(fig, path)
 
