@@ -8,8 +8,7 @@ largest gap in standard errors.
 
 Figures (into images/):
 - 01_markov_chain.png          the chain x_0 -> x_1 -> ... -> x_T: q forward, p backward
-- 01_chain_vs_closed_form.png  the roll at t = 0, at the steps where it dissolves and at T, by
-                               the chain and by the closed form
+- 01_chain_vs_closed_form.png  the roll at t = 0, where it dissolves, and T: chain and closed form
 - 01_schedule.png              beta_t and alpha_bar_t against t
 - 01_forward_process.gif       the roll dissolving into noise, step by step
 """
@@ -26,17 +25,6 @@ N_POINTS = 10_000     # points in the roll; the moments below have standard erro
 MIN_POINTS = 100      # fewer, and the standard errors themselves are too rough to compare with
 GIF_POINTS = 2000     # points in the animation (a light file)
 PRINT_EVERY = 5       # print one row of the table every PRINT_EVERY steps (all steps are checked)
-# The roll dissolves where the noise's spread, relative to the signal's, sqrt((1 - alpha_bar_t) /
-# alpha_bar_t), grows from a tenth of the arms' spacing to more than it (the arms are ~0.3 apart).
-SHOWN_NOISE = (0.1, 0.2, 0.35, 0.6)
-
-
-def dissolving_steps(schedule):
-    """t = 0, the first step at which sqrt((1 - alpha_bar_t) / alpha_bar_t) reaches each of
-    SHOWN_NOISE, and t = T: the steps drawn in 01_chain_vs_closed_form.png."""
-    spread = ((1.0 - schedule.alpha_bar) / schedule.alpha_bar).sqrt()
-    reached = [int(torch.nonzero(spread >= level)[0]) for level in SHOWN_NOISE if bool((spread >= level).any())]
-    return sorted({0, *reached, schedule.T})
 
 
 def moment_terms(x_t, x0):
@@ -161,6 +149,16 @@ def main():
                              [f"forward process, t = {t}" for t in range(T + 1)])
     print(f"figures written to {args.images}/: 01_markov_chain.png, 01_chain_vs_closed_form.png, "
           f"01_schedule.png, 01_forward_process.gif")
+
+
+def dissolving_steps(schedule, levels=(0.1, 0.2, 0.35, 0.6)):
+    """t = 0, the first step at which sqrt((1 - alpha_bar_t) / alpha_bar_t) reaches each of the
+    levels, and t = T: the steps drawn in 01_chain_vs_closed_form.png. The roll dissolves while
+    the noise's spread relative to the signal's grows from a tenth of the arms' spacing (about
+    0.3 in standardised units) to more than it: these levels span that."""
+    spread = ((1.0 - schedule.alpha_bar) / schedule.alpha_bar).sqrt()
+    reached = [int(torch.nonzero(spread >= level)[0]) for level in levels if bool((spread >= level).any())]
+    return sorted({0, *reached, schedule.T})
 
 
 if __name__ == "__main__":

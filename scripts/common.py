@@ -234,8 +234,7 @@ def reverse_of(network, schedule):
 
 @torch.no_grad()
 def sample_chain(reverse, n, T=T, generator=None, device="cpu", x_T=None):
-    """Ancestral sampling: x_T ~ N(0, I) (or the n points x_T given), then
-    x_{t-1} ~ p(x_{t-1} | x_t) for t = T, ..., 1.
+    """Ancestral sampling: x_T ~ N(0, I) (or the x_T given), then x_{t-1} ~ p(x_{t-1} | x_t), t = T..1.
 
     Returns the whole trajectory, a list of T + 1 tensors (n, D) indexed by t: trajectory[0] is
     x0, the samples. Every step is applied, the fixed last one p(x0 | x1) included."""
