@@ -344,3 +344,39 @@ def test_script_prints_one_row_per_run_asks_the_network_only_at_the_kept_steps_a
         saved = np.load(out / f"{row['sampler']}_{row['steps']}.npy")
         assert saved.shape == (n_samples, 2) and np.isfinite(saved).all(), f"{row}: saved {saved.shape}"
         assert 0.0 <= float(row["off_curve_%"]) <= 100.0 and float(row["W1_u"]) >= 0.0, row
+
+
+def test_start_data_begins_every_run_at_the_same_draw_from_q_x_T_and_draws_no_figures(
+        eps_checkpoint, tmp_path, monkeypatch, capsys):
+    """--start data: every chain starts from the same draw of q(x_T), the seed's roll points pushed
+    forward to step T with fresh N(0, I) noise; no figure is drawn. (q(x_T) is close to N(0, I) in
+    KL, about 0.003 nats here, so this is checked through the noise that x_T implies, which N(0, I)
+    points, the default start, fail.)"""
+    n, starts = 1000, []
+    real_sample_chain = common.sample_chain
+
+    def recording(reverse, n, T, generator=None, device="cpu", x_T=None):
+        trajectory = real_sample_chain(reverse, n, T, generator, device, x_T)
+        starts.append(trajectory[-1].clone())
+        return trajectory
+
+    monkeypatch.setattr(common, "sample_chain", recording)
+    code, _, err = call_main(SCRIPT, ["--checkpoint", eps_checkpoint, "--images", tmp_path / "images",
+                                      "--out-dir", tmp_path / "out", "--steps", "2", "--n-samples", n,
+                                      "--k-points", 0, "--moment-points", 100, "--device", "cpu",
+                                      "--start", "data"], monkeypatch, capsys)
+    assert code == 0, err
+    assert len(starts) == 4 and all(torch.equal(starts[0], x_T) for x_T in starts), "the samplers started apart"
+    assert not (tmp_path / "images").exists() or not any((tmp_path / "images").iterdir()), "figures drawn"
+    # x_T = sqrt(alpha_bar_T) x0 + sqrt(1 - alpha_bar_T) eps, x0 the roll points the seed draws
+    # first: the eps this implies is N(0, I); for N(0, I) points it would have variance
+    # (1 + alpha_bar_T) / (1 - alpha_bar_T) per coordinate.
+    alpha_bar_T = float(SCHEDULE.alpha_bar[T])
+    x0 = roll.swiss_roll(n, torch.Generator().manual_seed(0))
+    normal = torch.randn(n, 2, generator=torch.Generator().manual_seed(1))
+    for name, x_T, want in (("--start data", starts[0], 1.0), ("N(0, I)", normal, (1 + alpha_bar_T) / (1 - alpha_bar_T))):
+        eps = (x_T - math.sqrt(alpha_bar_T) * x0) / math.sqrt(1 - alpha_bar_T)
+        var = eps.var(0)
+        assert ((var - want).abs() < 0.15 * want).all(), (
+            f"{name}: the noise x_T implies has variances {var.tolist()}, expected {want:.3f}")
+        assert eps.mean(0).abs().max() < 0.1 * math.sqrt(want), f"{name}: its mean {eps.mean(0).tolist()}"
