@@ -119,13 +119,13 @@ def draw_kl_per_step(kl, schedule, path):
     that size, grey) and what the trained model pays on top of it (colour; paired on the same
     points and noise). Right: that excess for every reverse process, step by step, with 2
     standard errors: the trained model against the best of its class and the best of all."""
-    t = torch.arange(2, schedule.T + 1)
+    t = torch.arange(2, schedule.T + 1).numpy()
     best = kl["Bayes-optimal full"][:, 2:]
     trained = next(name for name in kl if name.startswith("trained"))
     colors = {trained: "tab:blue", "Bayes-optimal diagonal": "tab:purple"}
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
-    floor = common.nats_to_bits(best.mean(0))
-    excess = common.nats_to_bits((kl[trained][:, 2:] - best).mean(0))
+    floor = common.nats_to_bits(best.mean(0)).numpy()
+    excess = common.nats_to_bits((kl[trained][:, 2:] - best).mean(0)).numpy()
     axes[0].bar(t, floor, color="0.7",
                 label=f"Bayes-optimal full: {common.nats_to_bits(best.sum(1).mean()):.3f} bits in all")
     axes[0].bar(t, excess, bottom=floor, color=colors[trained],
@@ -133,8 +133,8 @@ def draw_kl_per_step(kl, schedule, path):
     axes[0].set(xlabel="step t", ylabel="mean KL of step t (bits per point)",
                 title=f"the KL terms of K, on {len(best)} held-out points")
     for name, color in colors.items():
-        lost = common.nats_to_bits(kl[name][:, 2:] - best)
-        axes[1].errorbar(t, lost.mean(0), yerr=2 * lost.std(0) / math.sqrt(len(lost)), fmt="o-",
+        lost = common.nats_to_bits(kl[name][:, 2:] - best).numpy()
+        axes[1].errorbar(t, lost.mean(0), yerr=2 * lost.std(0, ddof=1) / math.sqrt(len(lost)), fmt="o-",
                          ms=3, capsize=2, color=color, label=f"{name} - Bayes-optimal full")
     axes[1].axhline(0.0, color="gray", lw=0.8)
     axes[1].set(xlabel="step t", ylabel="KL minus the Bayes-optimal full's (bits per point, +-2 SE)",

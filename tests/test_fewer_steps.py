@@ -64,7 +64,8 @@ def test_sub_sequence_in_log_snr_is_the_step_nearest_each_evenly_spaced_log_snr(
     1's to step T's is the step whose log SNR is nearest (found here by numpy, over every step),
     for every S at which those nearest steps are all different (where they crowd, the sequence
     must move some apart, which the strict-decrease test covers)."""
-    level = (np.log(SCHEDULE.alpha_bar.numpy()) - np.log1p(-SCHEDULE.alpha_bar.numpy()))[1:]
+    alpha_bar = SCHEDULE.alpha_bar.numpy()[1:]
+    level = np.log(alpha_bar) - np.log1p(-alpha_bar)
     checked = 0
     for steps in range(2, T + 1):
         nearest = [int(np.argmin(np.abs(level - w))) + 1 for w in np.linspace(level[0], level[-1], steps)]
