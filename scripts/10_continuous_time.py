@@ -72,19 +72,20 @@ def calls_list(text):
     return sorted(values)
 
 
-def train(model, loss_of_batch, args, generator, device, what):
+def train(parser, model, loss_of_batch, args, generator, what):
     """Adam on loss_of_batch(model, generator) for args.iters batches, with chapter 5's warm-up,
-    cosine decay and moving average of the weights. Returns (the average, losses, seconds)."""
+    cosine decay and moving average of the weights; a non-finite loss stops the run in one line.
+    Returns (the average, losses, seconds)."""
     average = torch.optim.swa_utils.AveragedModel(
         model, avg_fn=lambda mean, new, n: mean + (new - mean) * max(1.0 - EMA_DECAY, 9.0 / (10.0 + n.item())))
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     learning_rate = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.iters,
                                                         pct_start=0.02, cycle_momentum=False)
     losses, began = [], time.perf_counter()
-    for i in tqdm(range(args.iters), desc=f"training the {what} network"):
+    bar = tqdm(range(args.iters), desc=f"training the {what} network")
+    for i in bar:
         loss = loss_of_batch(model, generator)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"the {what} loss became {loss.item()} at iteration {i + 1}")
+        plumbing.exit_if_not_finite(parser, loss, i + 1, args.lr, LR, bar)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -164,17 +165,15 @@ def main():
     except plumbing.CheckpointError as error:
         parser.exit(1, f"error: {error}\n")
     lam_min, lam_max = continuous.log_snr_range(schedule)
+    plumbing.prepare_training()
     print(f"schedule: T = {schedule.T}, log SNR from {lam_max:.2f} (t = 1) to {lam_min:.2f} (t = T)")
 
     # Two networks, one body, one budget. Built before any draw, so their weights depend on --seed.
     diffusion = ContinuousTimeModel(time_scale=DIFFUSION_TIME_SCALE).to(device)
     flow = ContinuousTimeModel(time_scale=FLOW_TIME_SCALE).to(device)
-    try:
-        diffusion, losses_d, seconds_d = train(diffusion, diffusion_loss(schedule, args.batch_size, device),
-                                               args, generator, device, "diffusion")
-        flow, losses_f, seconds_f = train(flow, flow_loss(args.batch_size, device), args, generator, device, "flow")
-    except FloatingPointError as error:
-        parser.exit(1, f"error: {error}, so the run stopped; try a smaller --lr, such as the default {LR:g}\n")
+    diffusion, losses_d, seconds_d = train(parser, diffusion, diffusion_loss(schedule, args.batch_size, device),
+                                           args, generator, "diffusion")
+    flow, losses_f, seconds_f = train(parser, flow, flow_loss(args.batch_size, device), args, generator, "flow")
     for what, losses, seconds in (("diffusion", losses_d, seconds_d), ("flow", losses_f, seconds_f)):
         tail = losses[-50:]
         print(f"trained model={what}  {args.iters} batches of {args.batch_size} in {seconds:.1f} s; "
@@ -214,44 +213,61 @@ def main():
 
     # The diffusion's ODE stops at t = 1 (lam_max); the flow's at the s with the same log SNR.
     # Both densities are of x / a there, the data blurred by noise of variance exp(-lam_max).
+    # They are asked at the held-out points themselves ("curve": no width, as K and IW are) and
+    # at the same points blurred by that noise ("blurred": a law with a density, where no model
+    # beats its own entropy).
     s_min = float(continuous.flow_time_of_log_snr(lam_max))
     a_max = float(continuous.signal_and_noise(lam_max)[0])
-    flows = {"diffusion": (ode_diffusion, lam_max, lam_min, a_max), "flow": (ode_flow, s_min, 1.0, 1.0 - s_min)}
+    blur = math.exp(-lam_max)
+    point_sets = {"curve": x0, "blurred": x0 + math.sqrt(blur) * torch.randn(x0.shape, generator=generator)}
+    flows = {"diffusion": (ode_diffusion, lam_max, lam_min, a_max, False),
+             "flow": (ode_flow, s_min, 1.0, 1.0 - s_min, False),
+             "exact_roll_flow": (continuous.exact_roll_flow(), lam_max, lam_min, a_max, True)}
     results = {}
     probe = continuous.rademacher(x0.shape, generator)
-    for what, (velocity, start, end, scale) in flows.items():
-        for trace in ("exact", "hutchinson"):
-            began_one = time.perf_counter()
-            log_p, nfev = continuous.ode_log_likelihood(velocity, x0, start, end, scale,
-                                                        probe=None if trace == "exact" else probe)
-            results[what, trace] = log_p
-            bits, se = roll.mean_and_se_bits(log_p)
-            print(f"likelihood=ode  model={what}  trace={trace}  bits = {bits:.3f} (se {se:.3f})  "
-                  f"[{nfev} velocity evaluations, {time.perf_counter() - began_one:.1f} s]", flush=True)
-        gap = roll.mean_and_se_bits(results[what, "hutchinson"] - results[what, "exact"])
-        print(f"hutchinson - exact  model={what}  mean {gap[0]:+.4f} bits (se {gap[1]:.4f}): one probe per "
-              f"point, unbiased")
-    if args.exact_points:
-        # The best flow there is: the roll's own probability-flow ODE (brute-force Bayes), from N(0, I)
-        exact, _ = continuous.ode_log_likelihood(continuous.exact_roll_flow(), x0[:args.exact_points], lam_max,
-                                                 lam_min, a_max, with_divergence=True)
-        results["exact", "exact"] = exact
-        bits, se = roll.mean_and_se_bits(exact)
-        gap = roll.mean_and_se_bits(results["diffusion", "exact"][:args.exact_points] - exact)
-        print(f"likelihood=ode  model=exact_roll_flow  trace=exact  bits = {bits:.3f} (se {se:.3f})  on the first "
-              f"{args.exact_points} points; the diffusion network's flow minus it: {gap[0]:+.3f} bits (paired se {gap[1]:.3f})")
+    for what, (velocity, start, end, scale, with_divergence) in flows.items():
+        for points, x in point_sets.items():
+            # Hutchinson's trace on the held-out points only; the exact flow (slow) on the first ones
+            for trace in ("exact",) if with_divergence or points == "blurred" else ("exact", "hutchinson"):
+                if with_divergence:
+                    x = x[:args.exact_points]
+                if not len(x):
+                    continue
+                began_one = time.perf_counter()
+                log_p, nfev = continuous.ode_log_likelihood(velocity, x, start, end, scale,
+                                                            probe=probe if trace == "hutchinson" else None,
+                                                            with_divergence=with_divergence)
+                results[what, points, trace] = log_p
+                bits, se = roll.mean_and_se_bits(log_p)
+                print(f"likelihood=ode  model={what}  points={points}  trace={trace}  bits = {bits:.3f} (se {se:.3f})"
+                      f"  [{len(x)} points, {nfev} velocity evaluations, {time.perf_counter() - began_one:.1f} s]",
+                      flush=True)
+        if (what, "curve", "hutchinson") in results:
+            gap = roll.mean_and_se_bits(results[what, "curve", "hutchinson"] - results[what, "curve", "exact"])
+            print(f"hutchinson - exact  model={what}  mean {gap[0]:+.4f} bits (se {gap[1]:.4f}): one probe per "
+                  f"point, unbiased")
+    for points in point_sets:
+        if ("exact_roll_flow", points, "exact") in results:
+            exact = results["exact_roll_flow", points, "exact"]
+            gap = roll.mean_and_se_bits(results["diffusion", points, "exact"][:len(exact)] - exact)
+            print(f"diffusion - exact_roll_flow  points={points}  {gap[0]:+.3f} bits (paired se {gap[1]:.3f}, "
+                  f"first {len(exact)} points)")
     K = roll.heldout_K(common.reverse_of(chapter3, schedule), schedule, args.heldout, args.seed, device)
-    results["K", ""] = K
+    results["K", "curve", ""] = K
     log_weights = iw_log_weights(chapter3, schedule, x0.to(device), args.iw_trajectories, generator)
-    results["IW", ""] = likelihood.importance_weighted_bound(log_weights)
+    results["IW", "curve", ""] = likelihood.importance_weighted_bound(log_weights)
     for name, label in (("K", "K"), ("IW", f"IW M={args.iw_trajectories}")):
-        bits, se = roll.mean_and_se_bits(results[name, ""])
-        print(f"likelihood=bound  model=chapter3  {label}  bits = {bits:.3f} (se {se:.3f})")
-    blur = math.exp(-lam_max)
-    ceiling = common.nats_to_bits(roll.log_likelihood_ceiling(blur))
-    print(f"ceiling: the roll blurred by noise of variance {blur:.3g}: {ceiling:.3f} bits; "
-          f"likelihoods on {args.heldout} held-out points in {time.perf_counter() - began:.1f} s")
-    draw_likelihoods(args.images / "10_likelihoods.png", results, ceiling, args.iw_trajectories)
+        bits, se = roll.mean_and_se_bits(results[name, "curve", ""])
+        print(f"likelihood=bound  model=chapter3  points=curve  {label}  bits = {bits:.3f} (se {se:.3f})")
+    # K and IW model x0 through a last step of variance beta_1 (about blur): on the curve their
+    # ceiling is the blurred roll's density at its own crest. On the blurred points, -H of the
+    # blurred roll (roll.K_ceiling's number) caps every model's expected log-likelihood.
+    ceilings = {"curve": common.nats_to_bits(roll.log_likelihood_ceiling(blur)),
+                "blurred": common.nats_to_bits(roll.K_ceiling(blur))}
+    print(f"ceiling  points=curve  {ceilings['curve']:.3f} bits (for a model whose last step blurs by variance "
+          f"{blur:.3g}, as K's)  points=blurred  {ceilings['blurred']:.3f} bits (for any model: minus the blurred "
+          f"roll's entropy); likelihoods in {time.perf_counter() - began:.1f} s")
+    draw_likelihoods(args.images / "10_likelihoods.png", results, ceilings, args.iw_trajectories)
 
     # 3. Samplers at equal network calls, all from the same x_T ~ N(0, I) (common.sample_chain's).
     began = time.perf_counter()
@@ -374,22 +390,24 @@ def draw_score_fields(path, fields, schedule):
     plumbing.save_figure(fig, path)
 
 
-def draw_likelihoods(path, results, ceiling, trajectories):
-    """10_likelihoods.png: each likelihood and bound in bits with two standard errors, and the ceiling."""
-    rows = [(("K", ""), "chapter 3: K"), (("IW", ""), f"chapter 3: IW bound, M = {trajectories}"),
-            (("diffusion", "exact"), "diffusion ODE, exact trace"), (("diffusion", "hutchinson"), "diffusion ODE, Hutchinson"),
-            (("flow", "exact"), "flow matching ODE, exact trace"), (("flow", "hutchinson"), "flow matching ODE, Hutchinson"),
-            (("exact", "exact"), "the roll's exact flow (fewer points)")]
-    rows = [row for row in rows if row[0] in results]
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    for y, (key, label) in enumerate(rows):
-        bits, se = roll.mean_and_se_bits(results[key])
-        ax.errorbar(bits, y, xerr=2 * se, fmt="o", color="tab:blue" if key[0] in ("K", "IW") else "tab:orange")
-    ax.axvline(ceiling, color="gray", ls="--", label=f"ceiling {ceiling:.2f} bits")
-    ax.set_yticks(range(len(rows)), [label for _, label in rows])
-    ax.invert_yaxis()
-    ax.set(xlabel="bits per held-out point (error bars: 2 se)", title="log-likelihood: exact (ODE) and bounds")
-    ax.legend(loc="lower left", fontsize=8)
+def draw_likelihoods(path, results, ceilings, trajectories):
+    """10_likelihoods.png: each likelihood and bound in bits with two standard errors, on the
+    held-out points (left) and on the same points blurred (right), with each panel's ceiling."""
+    labels = {"K": "chapter 3: K", "IW": f"chapter 3: IW bound, M = {trajectories}", "diffusion": "diffusion ODE",
+              "flow": "flow matching ODE", "exact_roll_flow": "the roll's exact flow"}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), sharey=True)
+    rows = list(dict.fromkeys((model, trace) for model, _, trace in results))
+    for ax, points in zip(axes, ("curve", "blurred")):
+        for y, (model, trace) in enumerate(rows):
+            if (model, points, trace) in results:
+                bits, se = roll.mean_and_se_bits(results[model, points, trace])
+                ax.errorbar(bits, y, xerr=2 * se, fmt="o", color="tab:blue" if model in ("K", "IW") else "tab:orange")
+        ax.axvline(ceilings[points], color="gray", ls="--", label=f"ceiling {ceilings[points]:.2f} bits")
+        ax.set(xlabel="bits per point (error bars: 2 se)",
+               title="held-out points (on the curve)" if points == "curve" else "the same points, blurred as q at t = 1")
+        ax.legend(loc="lower left", fontsize=8)
+    axes[0].set_yticks(range(len(rows)), [labels[model] + (f", {trace} trace" if trace else "") for model, trace in rows])
+    axes[0].invert_yaxis()
     fig.tight_layout()
     plumbing.save_figure(fig, path)
 

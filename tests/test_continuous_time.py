@@ -220,9 +220,11 @@ def test_the_script_runs_end_to_end_with_tiny_settings(checkpoints, tmp_path, ru
     out = result.stdout
     for model in ("diffusion", "flow"):
         for trace in ("exact", "hutchinson"):
-            assert re.search(rf"likelihood=ode  model={model}  trace={trace}  bits = -?\d", out), \
+            assert re.search(rf"likelihood=ode  model={model}  points=curve  trace={trace}  bits = -?\d", out), \
                 f"no {model} {trace} likelihood line:\n{out}"
-    assert re.search(r"likelihood=bound  model=chapter3  K  bits", out), out
+    assert re.search(r"likelihood=bound  model=chapter3  points=curve  K  bits", out), out
+    for model in ("diffusion", "flow", "exact_roll_flow"):
+        assert re.search(rf"likelihood=ode  model={model}  points=blurred  trace=exact  bits", out), out
     for sampler in ("flow_euler", "flow_heun", "flow_euler_uniform", "ddim_eta0", "analytic", "ddim_heun"):
         assert re.search(rf"sampler={sampler}  calls=1  off-curve", out), f"no {sampler} line:\n{out}"
         assert (tmp_path / "out" / f"{sampler}_1.npy").is_file(), f"no samples of {sampler}"
@@ -251,3 +253,14 @@ def test_an_eps_network_given_as_chapter_3s_model_is_refused(checkpoints, tmp_pa
     code, _, err = call_main(SCRIPT, ["--chapter3", checkpoints / "ddpm.pt", "--images", tmp_path], monkeypatch, capsys)
     assert code == 1, f"exit status {code}"
     assert "eps-network" in the_error_line(err, "eps-network as chapter 3's"), err
+
+
+def test_a_loss_gone_non_finite_stops_the_run_in_one_line(checkpoints, tmp_path, monkeypatch, capsys,
+                                                         keep_process_settings):
+    code, _, err = call_main(SCRIPT, [*TINY, "--lr", "1e30", "--chapter3", checkpoints / "model.pt", "--chapter5",
+                                      checkpoints / "ddpm.pt", "--images", tmp_path, "--out-dir", tmp_path / "out"],
+                             monkeypatch, capsys)
+    assert code == 1, f"exit status {code}"
+    err = "\n".join(line for line in re.split(r"[\r\n]", err) if not line.startswith("training the"))  # the bar
+    assert "smaller --lr" in the_error_line(err, "--lr 1e30"), err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir()), "samples written anyway"
