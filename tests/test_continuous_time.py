@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import common
+import ddim
 import continuous
 import plumbing
 import roll
@@ -213,11 +214,12 @@ TINY = ["--iters", "20", "--batch-size", "256", "--calls", "1,2", "--n-samples",
         "--moment-points", "500", "--exact-points", "5"]
 
 
-def test_the_script_runs_end_to_end_with_tiny_settings(checkpoints, tmp_path, run_script):
-    result = run_script(SCRIPT, *TINY, "--chapter3", checkpoints / "model.pt", "--chapter5", checkpoints / "ddpm.pt",
-                        "--images", tmp_path / "images", "--out-dir", tmp_path / "out", "--device", "cpu")
-    assert result.returncode == 0, f"exit {result.returncode}:\n{result.stderr[-2000:]}"
-    out = result.stdout
+def test_the_script_runs_end_to_end_with_tiny_settings(checkpoints, tmp_path, monkeypatch, capsys,
+                                                       keep_process_settings):
+    code, out, err = call_main(SCRIPT, [*TINY, "--chapter3", checkpoints / "model.pt", "--chapter5",
+                                        checkpoints / "ddpm.pt", "--images", tmp_path / "images",
+                                        "--out-dir", tmp_path / "out", "--device", "cpu"], monkeypatch, capsys)
+    assert code == 0, f"exit {code}:\n{err[-2000:]}"
     for model in ("diffusion", "flow"):
         for trace in ("exact", "hutchinson"):
             assert re.search(rf"likelihood=ode  model={model}  points=curve  trace={trace}  bits = -?\d", out), \
@@ -264,3 +266,35 @@ def test_a_loss_gone_non_finite_stops_the_run_in_one_line(checkpoints, tmp_path,
     err = "\n".join(line for line in re.split(r"[\r\n]", err) if not line.startswith("training the"))  # the bar
     assert "smaller --lr" in the_error_line(err, "--lr 1e30"), err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir()), "samples written anyway"
+
+
+def test_the_roll_flows_divergence_matches_finite_differences_of_its_velocity():
+    flow, lam, h = continuous.exact_roll_flow(n_curve=4000), 4.0, 1e-5
+    a = float(continuous.signal_and_noise(lam)[0])
+    x = a * roll.swiss_roll(10, torch.Generator().manual_seed(0)).double() + 0.05 * torch.randn(
+        10, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    _, divergence = flow(x, lam)
+    differences = sum((flow(x + h * EYE[i], lam)[0][:, i] - flow(x - h * EYE[i], lam)[0][:, i]) / (2 * h)
+                      for i in range(2))
+    error = (divergence - differences).abs().max().item()
+    assert error < 1e-4 * differences.abs().max().item(), \
+        f"the closed-form divergence is off the finite differences by {error:.3g} (largest {differences.abs().max():.3g})"
+
+
+@pytest.mark.parametrize("name", ["ddim_eta0", "ddim_heun"])
+def test_chapter_6_samplers_make_the_number_of_calls_the_table_says(name, load_script):
+    script, schedule = load_script(SCRIPT), common.make_schedule()
+    torch.manual_seed(0)
+    network, asked = ReverseModel(covariance="none").eval(), []
+
+    def counting(x, t):
+        asked.append(1)
+        return network(x, t)
+
+    for steps in script.chapter6_steps(name, [1, 2, 5, 10], schedule.T):
+        asked.clear()
+        respaced, t_of = ddim.respace(schedule, ddim.sub_sequence(schedule, steps, "log_snr"))
+        reverse = ddim.ddim_reverse(ddim.on_respaced_steps(counting, t_of), respaced, 0.0, name == "ddim_heun")
+        common.sample_chain(reverse, 4, steps)
+        assert len(asked) == script.chapter6_calls(name, steps), \
+            f"{name}, {steps} steps: {len(asked)} network calls, the table says {script.chapter6_calls(name, steps)}"
