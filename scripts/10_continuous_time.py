@@ -10,14 +10,15 @@ Then, in order:
 1. the score -eps / sigma of the diffusion's network beside the exact one (brute-force Bayes over
    the curve, roll.bayes_optimal_eps) at three steps t, and its mean squared error per t;
 2. the exact log-likelihood of both flows on held-out points, by the instantaneous change of
-   variables with the exact 2 x 2 trace (and Hutchinson's estimate of it), beside chapter 3's
-   model's K and importance-weighted bound on the same points, and the ceiling;
+   variables with the exact 2 x 2 trace (and Hutchinson's estimate of it), and of the roll's own
+   exact flow on the first of them, beside chapter 3's model's K and importance-weighted bound
+   on the same points and the ceiling; then again on the same points blurred as q at t = 1;
 3. flow matching's samples with Euler's and Heun's steps at 1 to 40 network calls, on a grid of s
    concentrated near the data (s_k = (k/N)^2) and on a uniform one, beside chapter 6's four
    samplers with chapter 5's network at (nearly) the same number of calls.
 One line per result, e.g.
-    likelihood=ode  model=diffusion  trace=exact  bits = 2.9 (se 0.05)
-    sampler=flow_heun  calls=10  off-curve 0.56%  W1(u) = 0.0077  KS p = 0.3
+    likelihood=ode  model=diffusion  points=curve  trace=exact  bits = 3.365 (se 0.021)  [...]
+    sampler=flow_heun  calls=10  off-curve 0.78%  W1(u) = 0.0023  KS p = 1
 
 It needs chapter 3's model (outputs/model.pt, scripts/03_train.py) and chapter 5's eps-network
 (outputs/ddpm.pt, scripts/05_ddpm.py). Writes outputs/continuous_time/<sampler>_<calls>.npy and,
@@ -109,10 +110,11 @@ def diffusion_loss(schedule, batch_size, device):
     return loss
 
 
-def flow_loss(batch_size, device):
-    """||v_theta(x_s, s) - (eps - x0)||^2 with s ~ U[0, 1] along the straight path."""
+def flow_loss(batch_size, device, power=1.0):
+    """||v_theta(x_s, s) - (eps - x0)||^2 along the straight path, s = u^power with u ~ U[0, 1]
+    (power 1: s uniform, the usual choice; a larger power trains more often near the data)."""
     def loss(model, generator):
-        s = torch.rand(batch_size, 1, generator=generator).to(device)
+        s = torch.rand(batch_size, 1, generator=generator).to(device) ** power
         x0 = roll.swiss_roll(batch_size, generator).to(device)
         eps = torch.randn(x0.shape, generator=generator).to(device)
         return (model(continuous.flow_path(x0, eps, s), s.squeeze(1)) - continuous.flow_target(x0, eps)
@@ -145,6 +147,8 @@ def main():
                         help="points of q(x_t) per step for the score's error (default: %(default)s)")
     parser.add_argument("--moment-points", type=plumbing.positive_int, default=MOMENT_POINTS,
                         help="roll points per step for Analytic-DPM's E||eps_theta||^2 (default: %(default)s)")
+    parser.add_argument("--flow-s-power", type=plumbing.positive_float, default=1.0,
+                        help="train flow matching at s = u^power, u uniform (default: %(default)s, s uniform)")
     parser.add_argument("--chapter3", type=pathlib.Path, default=plumbing.DEFAULT_CHECKPOINT,
                         help="chapter 3's model, for K and the importance-weighted bound (default: outputs/model.pt)")
     parser.add_argument("--chapter5", type=pathlib.Path, default=plumbing.DDPM_CHECKPOINT,
@@ -173,7 +177,8 @@ def main():
     flow = ContinuousTimeModel(time_scale=FLOW_TIME_SCALE).to(device)
     diffusion, losses_d, seconds_d = train(parser, diffusion, diffusion_loss(schedule, args.batch_size, device),
                                            args, generator, "diffusion")
-    flow, losses_f, seconds_f = train(parser, flow, flow_loss(args.batch_size, device), args, generator, "flow")
+    flow, losses_f, seconds_f = train(parser, flow, flow_loss(args.batch_size, device, args.flow_s_power),
+                                      args, generator, "flow")
     for what, losses, seconds in (("diffusion", losses_d, seconds_d), ("flow", losses_f, seconds_f)):
         tail = losses[-50:]
         print(f"trained model={what}  {args.iters} batches of {args.batch_size} in {seconds:.1f} s; "
@@ -307,7 +312,8 @@ def main():
             else:
                 reverse = ddim.ddim_reverse(net, respaced, 0.0 if name != "ddim_eta1" else 1.0,
                                             second_order=name == "ddim_heun")
-            chain = common.sample_chain(reverse, args.n_samples, steps, torch.Generator().manual_seed(args.seed), device)
+            chain = common.sample_chain(reverse, args.n_samples, steps, torch.Generator().manual_seed(args.seed),
+                                        device)
             record(name, chapter6_calls(name, steps), chain[0])
     lo, hi = roll.w1_band(args.n_samples)
     print(f"real roll samples of this size: W1(u) {lo:.4f}-{hi:.4f} (5-95%); samplers in "
@@ -404,9 +410,11 @@ def draw_likelihoods(path, results, ceilings, trajectories):
                 ax.errorbar(bits, y, xerr=2 * se, fmt="o", color="tab:blue" if model in ("K", "IW") else "tab:orange")
         ax.axvline(ceilings[points], color="gray", ls="--", label=f"ceiling {ceilings[points]:.2f} bits")
         ax.set(xlabel="bits per point (error bars: 2 se)",
-               title="held-out points (on the curve)" if points == "curve" else "the same points, blurred as q at t = 1")
+               title=("held-out points (on the curve)" if points == "curve"
+                      else "the same points, blurred as q at t = 1"))
         ax.legend(loc="lower left", fontsize=8)
-    axes[0].set_yticks(range(len(rows)), [labels[model] + (f", {trace} trace" if trace else "") for model, trace in rows])
+    axes[0].set_yticks(range(len(rows)),
+                       [labels[model] + (f", {trace} trace" if trace else "") for model, trace in rows])
     axes[0].invert_yaxis()
     fig.tight_layout()
     plumbing.save_figure(fig, path)

@@ -121,7 +121,8 @@ def ode_log_likelihood(velocity, x0, start, end, scale=1.0, log_prior=standard_n
     along the path from x(start) = scale * x0, and log p(x0) = log p_start(scale * x0) + D log(scale)
     for the density of x(start) / scale, the data's own scale. Solved for all points at once by
     Dormand-Prince 5(4) with tolerances rtol, atol; probe (n, D) switches to Hutchinson's trace;
-    with_divergence says that velocity(x, time) returns (v, div v) itself (exact_roll_flow). Returns (log p, number of velocity evaluations)."""
+    with_divergence says that velocity(x, time) returns (v, div v) itself (exact_roll_flow).
+    Returns (log p, number of velocity evaluations)."""
     x0 = x0.detach().cpu().double()
     n, d = x0.shape
 

@@ -119,7 +119,8 @@ def test_log_snr_of_time_is_the_schedule_at_its_steps_and_linear_between():
 
 def test_flow_conversions_between_velocity_eps_and_x0_are_exact():
     generator = torch.Generator().manual_seed(0)
-    x0, eps = torch.randn(100, 2, generator=generator, dtype=torch.float64), torch.randn(100, 2, generator=generator, dtype=torch.float64)
+    x0 = torch.randn(100, 2, generator=generator, dtype=torch.float64)
+    eps = torch.randn(100, 2, generator=generator, dtype=torch.float64)
     s = torch.rand(100, 1, generator=generator, dtype=torch.float64) * 0.98 + 0.01
     x_s, v = continuous.flow_path(x0, eps, s), continuous.flow_target(x0, eps)
     assert torch.allclose(continuous.x0_from_velocity(x_s, v, s), x0, atol=1e-12), "x0 from v"
@@ -278,7 +279,8 @@ def test_the_roll_flows_divergence_matches_finite_differences_of_its_velocity():
                       for i in range(2))
     error = (divergence - differences).abs().max().item()
     assert error < 1e-4 * differences.abs().max().item(), \
-        f"the closed-form divergence is off the finite differences by {error:.3g} (largest {differences.abs().max():.3g})"
+        f"the closed-form divergence is off the finite differences by {error:.3g} " \
+        f"(largest {differences.abs().max():.3g})"
 
 
 @pytest.mark.parametrize("name", ["ddim_eta0", "ddim_heun"])
