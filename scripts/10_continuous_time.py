@@ -105,7 +105,7 @@ def diffusion_loss(schedule, batch_size, device):
         x0 = roll.swiss_roll(batch_size, generator).to(device)
         eps = torch.randn(x0.shape, generator=generator).to(device)
         x = a.to(x0) * x0 + sigma.to(x0) * eps
-        return (eps - model(x, lam.to(device))).square().sum(1).mean()
+        return (eps - model(x, lam)).square().sum(1).mean()   # lam stays float64 on the CPU
 
     return loss
 

@@ -104,8 +104,9 @@ class ContinuousTimeModel(torch.nn.Module):
         torch.nn.init.zeros_(self.output.bias)
 
     def forward(self, x, time):
-        time = torch.as_tensor(time, dtype=torch.float64).expand(x.shape[0])
-        code = sinusoidal_embedding(self.config["time_scale"] * time.cpu(), self.config["time_dim"]).to(x)
+        # the code is computed on the CPU (mps has no float64) and only then moved to x's device
+        time = (time if torch.is_tensor(time) else torch.tensor(time, dtype=torch.float64)).cpu().double()
+        code = sinusoidal_embedding(self.config["time_scale"] * time.expand(x.shape[0]), self.config["time_dim"]).to(x)
         angles = x @ self.frequencies
         h = torch.cat([x, torch.sin(angles), torch.cos(angles)], dim=1)
         for layer, time_layer in zip(self.layers, self.time_layers):
