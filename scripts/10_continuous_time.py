@@ -160,6 +160,10 @@ def main():
     if args.exact_points > args.heldout:
         parser.error(f"--exact-points ({args.exact_points}) must be at most --heldout ({args.heldout})")
     plumbing.writable_dir_or_exit(parser, args.out_dir, "the samples")
+    # Two networks, one body, one budget. Built first, so their weights depend on --seed alone
+    # (loading a checkpoint builds a model too, and draws its initial weights before replacing them).
+    diffusion = ContinuousTimeModel(time_scale=DIFFUSION_TIME_SCALE).to(device)
+    flow = ContinuousTimeModel(time_scale=FLOW_TIME_SCALE).to(device)
     try:
         chapter3, schedule, saved = plumbing.load_checkpoint(args.chapter3, device)
         if saved["model_config"].get("covariance") == "none":
@@ -172,9 +176,6 @@ def main():
     plumbing.prepare_training()
     print(f"schedule: T = {schedule.T}, log SNR from {lam_max:.2f} (t = 1) to {lam_min:.2f} (t = T)")
 
-    # Two networks, one body, one budget. Built before any draw, so their weights depend on --seed.
-    diffusion = ContinuousTimeModel(time_scale=DIFFUSION_TIME_SCALE).to(device)
-    flow = ContinuousTimeModel(time_scale=FLOW_TIME_SCALE).to(device)
     diffusion, losses_d, seconds_d = train(parser, diffusion, diffusion_loss(schedule, args.batch_size, device),
                                            args, generator, "diffusion")
     flow, losses_f, seconds_f = train(parser, flow, flow_loss(args.batch_size, device, args.flow_s_power),
