@@ -81,3 +81,34 @@ def sinusoidal_embedding(t, dim, max_period=10_000.0):
     angles = torch.as_tensor(t, dtype=torch.float32).reshape(-1, 1) * frequencies.to(
         torch.as_tensor(t).device)
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+
+
+class ContinuousTimeModel(torch.nn.Module):
+    """Chapter 10's network: ReverseModel's body (random Fourier features of x, then an MLP), but
+    asked at any real time instead of one of T steps. The time enters through
+    sinusoidal_embedding(time_scale * time), one learned linear map of that code added to each
+    hidden layer where ReverseModel adds its per-step bias. One output of D numbers: the noise
+    estimate eps for the diffusion (time = log SNR), the velocity for flow matching (time = s).
+    time_scale spreads the time's range over about a thousand units, as DDPM's steps are."""
+
+    def __init__(self, hidden=128, depth=3, n_frequencies=32, time_dim=64, time_scale=1.0):
+        super().__init__()
+        self.config = {"hidden": hidden, "depth": depth, "n_frequencies": n_frequencies,
+                       "time_dim": time_dim, "time_scale": time_scale}
+        self.register_buffer("frequencies", 2.0 * math.pi * torch.randn(common.D, n_frequencies))
+        sizes = [common.D + 2 * n_frequencies] + [hidden] * depth
+        self.layers = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
+        self.time_layers = torch.nn.ModuleList(torch.nn.Linear(time_dim, hidden) for _ in range(depth))
+        self.output = torch.nn.Linear(hidden, common.D)
+        torch.nn.init.zeros_(self.output.weight)   # start from eps = 0 (or v = 0): Gaussian data's
+        torch.nn.init.zeros_(self.output.bias)
+
+    def forward(self, x, time):
+        # the code is computed on the CPU (mps has no float64) and only then moved to x's device
+        time = (time if torch.is_tensor(time) else torch.tensor(time, dtype=torch.float64)).cpu().double()
+        code = sinusoidal_embedding(self.config["time_scale"] * time.expand(x.shape[0]), self.config["time_dim"]).to(x)
+        angles = x @ self.frequencies
+        h = torch.cat([x, torch.sin(angles), torch.cos(angles)], dim=1)
+        for layer, time_layer in zip(self.layers, self.time_layers):
+            h = torch.nn.functional.silu(layer(h) + time_layer(code))
+        return self.output(h)

@@ -1,0 +1,462 @@
+"""Chapter 10: continuous time. README section "10. Continuous time: scores, the probability-flow
+ODE and flow matching".
+
+Two networks with the same body and the same training budget, both asked at any real time:
+- the diffusion's eps-network, trained on ||eps - eps_theta(x_lam, lam)||^2 with the time t
+  uniform over [1, T] and lam its log SNR on our schedule (continuous.log_snr_of_time);
+- flow matching's velocity network, trained on ||v_theta(x_s, s) - (eps - x0)||^2 along the
+  straight path x_s = (1 - s) x0 + s eps, s uniform in [0, 1].
+Then, in order:
+1. the score -eps / sigma of the diffusion's network beside the exact one (brute-force Bayes over
+   the curve, roll.bayes_optimal_eps) at three steps t, and its mean squared error per t;
+2. the exact log-likelihood of both flows on held-out points, by the instantaneous change of
+   variables with the exact 2 x 2 trace (and Hutchinson's estimate of it), and of the roll's own
+   exact flow on the first of them, beside chapter 3's model's K and importance-weighted bound
+   on the same points and the ceiling; then again on the same points blurred as q at t = 1;
+3. flow matching's samples with Euler's and Heun's steps at 1 to 40 network calls, on a grid of s
+   concentrated near the data (s_k = (k/N)^2) and on a uniform one, beside chapter 6's four
+   samplers with chapter 5's network at (nearly) the same number of calls.
+One line per result, e.g.
+    likelihood=ode  model=diffusion  points=curve  trace=exact  bits = 3.365 (se 0.021)  [...]
+    sampler=flow_heun  calls=10  off-curve 0.78%  W1(u) = 0.0023  KS p = 1
+
+It needs chapter 3's model (outputs/model.pt, scripts/03_train.py) and chapter 5's eps-network
+(outputs/ddpm.pt, scripts/05_ddpm.py). Writes outputs/continuous_time/<sampler>_<calls>.npy and,
+into images/: 10_score_fields.png, 10_ode_paths.png, 10_quality.png, 10_likelihoods.png.
+"""
+import argparse
+import copy
+import math
+import pathlib
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import common
+import continuous
+import ddim
+import ddpm
+import likelihood
+import plumbing
+import roll
+from model import ContinuousTimeModel
+
+ITERS = 6000              # the training budget of each network: chapter 5's
+BATCH_SIZE = 1024
+LR = 3e-3                 # Adam's peak step size: a 2% warm-up, then a cosine decay (chapter 5)
+EMA_DECAY = 0.999         # the weights used are a moving average, as in chapter 5
+DIFFUSION_TIME_SCALE = 50.0    # lam spans about 20: times 50 it spans about 1,000, as DDPM's t
+FLOW_TIME_SCALE = 1000.0       # s spans 1
+SCORE_STEPS = (5, 15, 30)      # the steps t at which the score is compared with the exact one
+SCORE_POINTS = 2000            # points of q(x_t) per step for the score's error
+HELDOUT = 1000                 # held-out points for every likelihood and bound (chapter 7's)
+EXACT_POINTS = 200             # of them, the first ones for the roll's exact flow (slow: brute-force Bayes)
+IW_TRAJECTORIES = 256          # M of the importance-weighted bound (chapter 7's largest)
+TRAJECTORIES_PER_BATCH = 16_384
+CALLS = (1, 2, 5, 10, 20, 40)  # network calls per sample
+N_SAMPLES = 5000               # samples per run: real roll samples have W1(u) ~0.002-0.008 here
+GRID_POWERS = {"": 2.0, "_uniform": 1.0}   # flow samplers: s_k = (k/N)^2, and the uniform grid
+CHAPTER6 = ("ddim_eta0", "ddim_eta1", "analytic", "ddim_heun")
+MOMENT_POINTS = 20_000         # roll points per step for Analytic-DPM's statistic (chapter 6's)
+FIELD_POINTS = 400             # points of q(x_t) with an arrow in 10_score_fields.png
+PATHS = 300                    # ODE paths drawn per panel of 10_ode_paths.png
+
+
+def calls_list(text):
+    """argparse type for --calls: comma-separated numbers of network calls, each at least 1."""
+    values = [plumbing.positive_int(part) for part in text.split(",")]
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"each number of calls once, got '{text}'")
+    return sorted(values)
+
+
+def train(parser, model, loss_of_batch, args, generator, what):
+    """Adam on loss_of_batch(model, generator) for args.iters batches, with chapter 5's warm-up,
+    cosine decay and moving average of the weights; a non-finite loss stops the run in one line.
+    Returns (the average, losses, seconds)."""
+    average = torch.optim.swa_utils.AveragedModel(
+        model, avg_fn=lambda mean, new, n: mean + (new - mean) * max(1.0 - EMA_DECAY, 9.0 / (10.0 + n.item())))
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    learning_rate = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.iters,
+                                                        pct_start=0.02, cycle_momentum=False)
+    losses, began = [], time.perf_counter()
+    bar = tqdm(range(args.iters), desc=f"training the {what} network")
+    for i in bar:
+        loss = loss_of_batch(model, generator)
+        plumbing.exit_if_not_finite(parser, loss, i + 1, args.lr, LR, bar)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        learning_rate.step()
+        average.update_parameters(model)
+        losses.append(loss.item())
+    return average.module.eval(), losses, time.perf_counter() - began
+
+
+def diffusion_loss(schedule, batch_size, device):
+    """||eps - eps_theta(x_lam, lam)||^2 with t ~ U[1, T] and lam = log_snr_of_time(t)."""
+    def loss(model, generator):
+        t = 1.0 + (schedule.T - 1) * torch.rand(batch_size, generator=generator, dtype=torch.float64)
+        lam = continuous.log_snr_of_time(t, schedule)
+        a, sigma = continuous.signal_and_noise(lam.unsqueeze(1))
+        x0 = roll.swiss_roll(batch_size, generator).to(device)
+        eps = torch.randn(x0.shape, generator=generator).to(device)
+        x = a.to(x0) * x0 + sigma.to(x0) * eps
+        return (eps - model(x, lam)).square().sum(1).mean()   # lam stays float64 on the CPU
+
+    return loss
+
+
+def flow_loss(batch_size, device, power=1.0):
+    """||v_theta(x_s, s) - (eps - x0)||^2 along the straight path, s = u^power with u ~ U[0, 1]
+    (power 1: s uniform, the usual choice; a larger power trains more often near the data)."""
+    def loss(model, generator):
+        s = torch.rand(batch_size, 1, generator=generator).to(device) ** power
+        x0 = roll.swiss_roll(batch_size, generator).to(device)
+        eps = torch.randn(x0.shape, generator=generator).to(device)
+        return (model(continuous.flow_path(x0, eps, s), s.squeeze(1)) - continuous.flow_target(x0, eps)
+                ).square().sum(1).mean()
+
+    return loss
+
+
+def on_cpu_in_float64(network):
+    """A copy of the network for the ODE solver (float64 on the CPU; mps has no float64)."""
+    return copy.deepcopy(network).cpu().double().eval()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    plumbing.add_training_args(parser, ITERS, BATCH_SIZE, LR, "each network's loss")
+    parser.add_argument("--calls", type=calls_list, default=list(CALLS),
+                        help=f"comma-separated network calls per sample (default: {','.join(map(str, CALLS))})")
+    parser.add_argument("--n-samples", type=plumbing.positive_int, default=N_SAMPLES,
+                        help="samples per sampler and number of calls (default: %(default)s)")
+    parser.add_argument("--heldout", type=plumbing.whole_number(2, roll.N_HELDOUT), default=HELDOUT,
+                        help="held-out points for the likelihoods and bounds (default: %(default)s)")
+    parser.add_argument("--exact-points", type=plumbing.whole_number(0), default=EXACT_POINTS,
+                        help="held-out points (the first ones) for the likelihood of the roll's exact flow, "
+                             "0 to skip it (default: %(default)s)")
+    parser.add_argument("--iw-trajectories", type=plumbing.positive_int, default=IW_TRAJECTORIES,
+                        help="M, forward trajectories per point of the importance-weighted bound "
+                             "(default: %(default)s)")
+    parser.add_argument("--score-points", type=plumbing.whole_number(2), default=SCORE_POINTS,
+                        help="points of q(x_t) per step for the score's error (default: %(default)s)")
+    parser.add_argument("--moment-points", type=plumbing.positive_int, default=MOMENT_POINTS,
+                        help="roll points per step for Analytic-DPM's E||eps_theta||^2 (default: %(default)s)")
+    parser.add_argument("--flow-s-power", type=plumbing.positive_float, default=1.0,
+                        help="train flow matching at s = u^power, u uniform (default: %(default)s, s uniform)")
+    parser.add_argument("--chapter3", type=pathlib.Path, default=plumbing.DEFAULT_CHECKPOINT,
+                        help="chapter 3's model, for K and the importance-weighted bound (default: outputs/model.pt)")
+    parser.add_argument("--chapter5", type=pathlib.Path, default=plumbing.DDPM_CHECKPOINT,
+                        help="chapter 5's eps-network, for chapter 6's samplers (default: outputs/ddpm.pt)")
+    parser.add_argument("--out-dir", type=pathlib.Path, default=plumbing.OUTPUTS / "continuous_time",
+                        help="folder for the samples (default: outputs/continuous_time)")
+    plumbing.add_standard_args(parser)
+    args, device, generator = plumbing.parse_and_prepare(parser)
+    if args.exact_points > args.heldout:
+        parser.error(f"--exact-points ({args.exact_points}) must be at most --heldout ({args.heldout})")
+    plumbing.writable_dir_or_exit(parser, args.out_dir, "the samples")
+    # Two networks, one body, one budget. Built first, so their weights depend on --seed alone
+    # (loading a checkpoint builds a model too, and draws its initial weights before replacing them).
+    diffusion = ContinuousTimeModel(time_scale=DIFFUSION_TIME_SCALE).to(device)
+    flow = ContinuousTimeModel(time_scale=FLOW_TIME_SCALE).to(device)
+    try:
+        chapter3, schedule, saved = plumbing.load_checkpoint(args.chapter3, device)
+        if saved["model_config"].get("covariance") == "none":
+            raise plumbing.CheckpointError(f"{args.chapter3} holds an eps-network, not a model trained on K: "
+                                           f"give --chapter3 the checkpoint of {plumbing.TRAIN_COMMAND}")
+        chapter5, _, _ = plumbing.load_eps_network(args.chapter5, device)
+    except plumbing.CheckpointError as error:
+        parser.exit(1, f"error: {error}\n")
+    lam_min, lam_max = continuous.log_snr_range(schedule)
+    plumbing.prepare_training()
+    print(f"schedule: T = {schedule.T}, log SNR from {lam_max:.2f} (t = 1) to {lam_min:.2f} (t = T)")
+
+    diffusion, losses_d, seconds_d = train(parser, diffusion, diffusion_loss(schedule, args.batch_size, device),
+                                           args, generator, "diffusion")
+    flow, losses_f, seconds_f = train(parser, flow, flow_loss(args.batch_size, device, args.flow_s_power),
+                                      args, generator, "flow")
+    for what, losses, seconds in (("diffusion", losses_d, seconds_d), ("flow", losses_f, seconds_f)):
+        tail = losses[-50:]
+        print(f"trained model={what}  {args.iters} batches of {args.batch_size} in {seconds:.1f} s; "
+              f"loss of the last {len(tail)} batches {sum(tail) / len(tail):.4f}")
+
+    def eps_at(x, lam):        # the diffusion's network at one log SNR shared by all points
+        return diffusion(x, torch.full((x.shape[0],), float(lam), device=x.device))
+
+    # 1. The score, learned and exact, at three steps.
+    began = time.perf_counter()
+    exact_eps = roll.bayes_optimal_eps(schedule)
+    fields = {}
+    for t in SCORE_STEPS:
+        lam = float(common.log_snr(schedule)[t])
+        sigma = math.sqrt(1.0 - float(schedule.alpha_bar[t]))
+        _, _, x_t = roll.noised_roll(args.score_points, t, schedule, generator, device)
+        with torch.no_grad():
+            learned = continuous.score_from_eps(eps_at(x_t, lam).cpu().double(), sigma)
+        exact = continuous.score_from_eps(exact_eps(x_t.cpu().double(), t)[0], sigma)
+        error = (learned - exact).square().sum(1).mean().item()
+        print(f"score  t={t}  log SNR = {lam:.2f}  E||score_theta - score||^2 = {error:.4g}  "
+              f"(E||score||^2 = {exact.square().sum(1).mean().item():.4g}; in eps units, sigma^2 times: "
+              f"{sigma ** 2 * error:.4g})")
+        fields[t] = (*score_arrows(eps_at, exact_eps, x_t, t, lam, sigma), sigma)
+    draw_score_fields(args.images / "10_score_fields.png", fields, schedule)
+    print(f"scores compared in {time.perf_counter() - began:.1f} s")
+
+    # 2. Likelihoods on the same held-out points: the two flows' exact ones, chapter 3's bounds.
+    began = time.perf_counter()
+    x0 = roll.heldout_roll(args.heldout)
+    on_cpu_diffusion_network, on_cpu_flow_network = on_cpu_in_float64(diffusion), on_cpu_in_float64(flow)
+    ode_diffusion = continuous.probability_flow_velocity(
+        lambda x, lam: on_cpu_diffusion_network(x, torch.full((x.shape[0],), float(lam), dtype=torch.float64)))
+
+    def ode_flow(x, s):
+        return on_cpu_flow_network(x, torch.full((x.shape[0],), float(s), dtype=torch.float64))
+
+    # The diffusion's ODE stops at t = 1 (lam_max); the flow's at the s with the same log SNR.
+    # Both densities are of x / a there, the data blurred by noise of variance exp(-lam_max).
+    # They are asked at the held-out points themselves ("curve": no width, as K and IW are) and
+    # at the same points blurred by that noise ("blurred": a law with a density, where no model
+    # beats its own entropy).
+    s_min = float(continuous.flow_time_of_log_snr(lam_max))
+    a_max = float(continuous.signal_and_noise(lam_max)[0])
+    blur = math.exp(-lam_max)
+    point_sets = {"curve": x0, "blurred": x0 + math.sqrt(blur) * torch.randn(x0.shape, generator=generator)}
+    flows = {"diffusion": (ode_diffusion, lam_max, lam_min, a_max, False),
+             "flow": (ode_flow, s_min, 1.0, 1.0 - s_min, False),
+             "exact_roll_flow": (continuous.exact_roll_flow(), lam_max, lam_min, a_max, True)}
+    results = {}
+    probe = continuous.rademacher(x0.shape, generator)
+    for what, (velocity, start, end, scale, with_divergence) in flows.items():
+        for points, x in point_sets.items():
+            # Hutchinson's trace on the held-out points only; the exact flow (slow) on the first ones
+            for trace in ("exact",) if with_divergence or points == "blurred" else ("exact", "hutchinson"):
+                if with_divergence:
+                    x = x[:args.exact_points]
+                if not len(x):
+                    continue
+                began_one = time.perf_counter()
+                log_p, nfev = continuous.ode_log_likelihood(velocity, x, start, end, scale,
+                                                            probe=probe if trace == "hutchinson" else None,
+                                                            with_divergence=with_divergence)
+                results[what, points, trace] = log_p
+                bits, se = roll.mean_and_se_bits(log_p)
+                print(f"likelihood=ode  model={what}  points={points}  trace={trace}  bits = {bits:.3f} (se {se:.3f})"
+                      f"  [{len(x)} points, {nfev} velocity evaluations, {time.perf_counter() - began_one:.1f} s]",
+                      flush=True)
+        if (what, "curve", "hutchinson") in results:
+            gap = roll.mean_and_se_bits(results[what, "curve", "hutchinson"] - results[what, "curve", "exact"])
+            print(f"hutchinson - exact  model={what}  mean {gap[0]:+.4f} bits (se {gap[1]:.4f}): one probe per "
+                  f"point, unbiased")
+    for points in point_sets:
+        if ("exact_roll_flow", points, "exact") in results:
+            exact = results["exact_roll_flow", points, "exact"]
+            gap = roll.mean_and_se_bits(results["diffusion", points, "exact"][:len(exact)] - exact)
+            print(f"diffusion - exact_roll_flow  points={points}  {gap[0]:+.3f} bits (paired se {gap[1]:.3f}, "
+                  f"first {len(exact)} points)")
+    K = roll.heldout_K(common.reverse_of(chapter3, schedule), schedule, args.heldout, args.seed, device)
+    results["K", "curve", ""] = K
+    log_weights = iw_log_weights(chapter3, schedule, x0.to(device), args.iw_trajectories, generator)
+    results["IW", "curve", ""] = likelihood.importance_weighted_bound(log_weights)
+    for name, label in (("K", "K"), ("IW", f"IW M={args.iw_trajectories}")):
+        bits, se = roll.mean_and_se_bits(results[name, "curve", ""])
+        print(f"likelihood=bound  model=chapter3  points=curve  {label}  bits = {bits:.3f} (se {se:.3f})")
+    # K and IW model x0 through a last step of variance beta_1 (about blur): on the curve their
+    # ceiling is the blurred roll's density at its own crest. On the blurred points, -H of the
+    # blurred roll (roll.K_ceiling's number) caps every model's expected log-likelihood.
+    ceilings = {"curve": common.nats_to_bits(roll.log_likelihood_ceiling(blur)),
+                "blurred": common.nats_to_bits(roll.K_ceiling(blur))}
+    print(f"ceiling  points=curve  {ceilings['curve']:.3f} bits (for a model whose last step blurs by variance "
+          f"{blur:.3g}, as K's)  points=blurred  {ceilings['blurred']:.3f} bits (for any model: minus the blurred "
+          f"roll's entropy); likelihoods in {time.perf_counter() - began:.1f} s")
+    draw_likelihoods(args.images / "10_likelihoods.png", results, ceilings, args.iw_trajectories)
+
+    # 3. Samplers at equal network calls, all from the same x_T ~ N(0, I) (common.sample_chain's).
+    began = time.perf_counter()
+    x1 = torch.randn(args.n_samples, common.D, generator=torch.Generator().manual_seed(args.seed)).to(device)
+    scored = {}
+
+    def record(name, calls, x):
+        x = x.detach().cpu()
+        save_samples(args.out_dir / f"{name}_{calls}.npy", x)
+        scores = roll.score_samples(x)
+        scored[name, calls] = scores
+        print(f"sampler={name}  calls={calls}  off-curve {100 * scores['off_curve']:.2f}%  "
+              f"W1(u) = {scores['w1_u']:.4f}  KS p = {scores['ks_p']:.2g}", flush=True)
+
+    def velocity_at(x, s):
+        return flow(x, torch.full((x.shape[0],), float(s), device=x.device))
+
+    for suffix, power in GRID_POWERS.items():
+        for calls in args.calls:
+            grid = continuous.flow_time_grid(calls, power)
+            record(f"flow_euler{suffix}", calls, continuous.flow_sample(velocity_at, x1, grid))
+            steps, heun_steps = continuous.flow_heun_steps(calls)
+            record(f"flow_heun{suffix}", calls, continuous.flow_sample(
+                velocity_at, x1, continuous.flow_time_grid(steps, power), heun_steps))
+    mean_sq_eps, _ = roll.eps_moments(chapter5, schedule, args.moment_points, generator, device)
+    for name in CHAPTER6:
+        for steps in chapter6_steps(name, args.calls, schedule.T):
+            tau = ddim.sub_sequence(schedule, steps, "log_snr")
+            respaced, t_of = ddim.respace(schedule, tau)
+            net = ddim.on_respaced_steps(chapter5, t_of)
+            if name == "analytic":
+                learned = torch.arange(2, steps + 1)
+                variance = torch.zeros(steps + 1, dtype=torch.float64)
+                variance[2:] = ddpm.analytic_variance(learned, respaced, mean_sq_eps[t_of[learned]].unsqueeze(1),
+                                                      roll.half_range()).flatten()
+                reverse = ddpm.reverse_with_variance(net, respaced, variance)
+            else:
+                reverse = ddim.ddim_reverse(net, respaced, 0.0 if name != "ddim_eta1" else 1.0,
+                                            second_order=name == "ddim_heun")
+            chain = common.sample_chain(reverse, args.n_samples, steps, torch.Generator().manual_seed(args.seed),
+                                        device)
+            record(name, chapter6_calls(name, steps), chain[0])
+    lo, hi = roll.w1_band(args.n_samples)
+    print(f"real roll samples of this size: W1(u) {lo:.4f}-{hi:.4f} (5-95%); samplers in "
+          f"{time.perf_counter() - began:.1f} s; samples in {args.out_dir}/")
+    draw_quality(args.images / "10_quality.png", scored, (lo, hi))
+
+    # 4. The two flows' paths from the same x_T: the diffusion's bends, the straight path's barely.
+    start = x1[:min(PATHS, args.n_samples)].cpu().double()
+    paths = {"diffusion": continuous.ode_paths(ode_diffusion, start, lam_min, lam_max),
+             "flow": continuous.ode_paths(ode_flow, start, 1.0, 0.0)}
+    for what, path in paths.items():
+        length = (path[1:] - path[:-1]).norm(dim=2).sum(0)
+        ratio = (length / (path[-1] - path[0]).norm(dim=1)).median().item()
+        print(f"paths  model={what}  median path length / distance from x_T to x_0 = {ratio:.3f}")
+    draw_paths(args.images / "10_ode_paths.png", paths)
+    print(f"figures written to {args.images}/: 10_score_fields.png, 10_likelihoods.png, 10_quality.png, "
+          f"10_ode_paths.png")
+
+
+def chapter6_calls(name, steps):
+    """Network calls of chapter 6's samplers for `steps` steps: one per step but the fixed last;
+    Heun's two, except its step into t = 1 (one)."""
+    return 2 * steps - 3 if name == "ddim_heun" and steps > 2 else steps - 1
+
+
+def chapter6_steps(name, calls, T):
+    """For each wanted number of calls, the number of steps (2..T) whose calls come nearest."""
+    possible = range(2, T + 1)
+    chosen = [min(possible, key=lambda steps: (abs(chapter6_calls(name, steps) - c), steps)) for c in calls]
+    return sorted(set(chosen), key=chosen.index)
+
+
+@torch.no_grad()
+def iw_log_weights(model, schedule, x0, trajectories, generator):
+    """An (n, M) table of likelihood.log_weight for M forward trajectories per held-out point."""
+    reverse = common.reverse_of(model, schedule)
+    per_batch = max(1, TRAJECTORIES_PER_BATCH // len(x0))
+    columns = []
+    for first in range(0, trajectories, per_batch):
+        m = min(per_batch, trajectories - first)
+        log_w = likelihood.log_weight(reverse, x0.repeat(m, 1), schedule, generator)
+        columns.append(log_w.reshape(m, len(x0)).T)
+    return torch.cat(columns, dim=1)
+
+
+def score_arrows(eps_at, exact_eps, x_t, t, lam, sigma, n=FIELD_POINTS):
+    """The learned and the exact score at the first n points of q(x_t): (points, learned, exact)."""
+    x = x_t[:n]
+    with torch.no_grad():
+        learned = continuous.score_from_eps(eps_at(x, lam).cpu().double(), sigma)
+    return x.cpu().double(), learned, continuous.score_from_eps(exact_eps(x.cpu().double(), t)[0], sigma)
+
+
+def save_samples(path, x):
+    """An (N, 2) array of samples to path, atomically."""
+    def write(temporary):
+        with open(temporary, "wb") as file:  # a file object: np.save would add .npy to a name
+            np.save(file, x.numpy())
+
+    plumbing.replace_atomically(path, write)
+
+
+def draw_score_fields(path, fields, schedule):
+    """10_score_fields.png: the exact score (top) and the learned one (bottom) at points of q(x_t),
+    each step t a column. The score grows like 1 / sigma near the data, so the arrows show
+    sigma times it, -eps, on one scale for every panel."""
+    fig, axes = plt.subplots(2, len(fields), figsize=(4.2 * len(fields), 8.4), squeeze=False)
+    _, curve = roll.curve_grid(2000)
+    for col, (t, (x, learned, exact, sigma)) in enumerate(fields.items()):
+        a = math.sqrt(float(schedule.alpha_bar[t]))
+        for row, (field, what) in enumerate(((exact, "exact (brute-force Bayes)"), (learned, "learned"))):
+            ax = axes[row, col]
+            ax.plot(a * curve[:, 0], a * curve[:, 1], color="lightgray", lw=1)
+            ax.quiver(x[:, 0], x[:, 1], sigma * field[:, 0], sigma * field[:, 1], angles="xy", scale_units="xy",
+                      scale=8.0, width=0.004, color="tab:blue" if row == 0 else "tab:orange")
+            ax.set(xlim=(-plumbing.AXIS_LIMIT, plumbing.AXIS_LIMIT), ylim=(-plumbing.AXIS_LIMIT, plumbing.AXIS_LIMIT),
+                   aspect="equal", xticks=[], yticks=[], title=f"t = {t}, sigma = {sigma:.3f}: {what}")
+    fig.suptitle("the score times sigma (= -eps) at points of q(x_t); grey: the roll scaled by sqrt(alpha_bar_t)")
+    fig.tight_layout()
+    plumbing.save_figure(fig, path)
+
+
+def draw_likelihoods(path, results, ceilings, trajectories):
+    """10_likelihoods.png: each likelihood and bound in bits with two standard errors, on the
+    held-out points (left) and on the same points blurred (right), with each panel's ceiling."""
+    labels = {"K": "chapter 3: K", "IW": f"chapter 3: IW bound, M = {trajectories}", "diffusion": "diffusion ODE",
+              "flow": "flow matching ODE", "exact_roll_flow": "the roll's exact flow"}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), sharey=True)
+    rows = list(dict.fromkeys((model, trace) for model, _, trace in results))
+    for ax, points in zip(axes, ("curve", "blurred")):
+        for y, (model, trace) in enumerate(rows):
+            if (model, points, trace) in results:
+                bits, se = roll.mean_and_se_bits(results[model, points, trace])
+                ax.errorbar(bits, y, xerr=2 * se, fmt="o", color="tab:blue" if model in ("K", "IW") else "tab:orange")
+        ax.axvline(ceilings[points], color="gray", ls="--", label=f"ceiling {ceilings[points]:.2f} bits")
+        ax.set(xlabel="bits per point (error bars: 2 se)",
+               title=("held-out points (on the curve)" if points == "curve"
+                      else "the same points, blurred as q at t = 1"))
+        ax.legend(loc="lower left", fontsize=8)
+    axes[0].set_yticks(range(len(rows)),
+                       [labels[model] + (f", {trace} trace" if trace else "") for model, trace in rows])
+    axes[0].invert_yaxis()
+    fig.tight_layout()
+    plumbing.save_figure(fig, path)
+
+
+def draw_quality(path, scored, band):
+    """10_quality.png: off-curve share and W1(u) against network calls, for every sampler."""
+    names = list(dict.fromkeys(name for name, _ in scored))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    for name, color in zip(names, plt.cm.tab10.colors):
+        calls = sorted(c for n, c in scored if n == name)
+        style = "o-" if name.startswith("flow") else "s--"
+        axes[0].plot(calls, [100 * scored[name, c]["off_curve"] for c in calls], style, color=color, label=name)
+        axes[1].plot(calls, [scored[name, c]["w1_u"] for c in calls], style, color=color, label=name)
+    axes[1].axhspan(*band, color="gray", alpha=0.3, label="real roll, 5-95%")
+    for ax, label in zip(axes, ["off the curve (%)", "W1(u): mass along the curve"]):
+        ax.set(xscale="log", xlabel="network calls per sample", ylabel=label)
+        ax.legend(fontsize=7, ncol=2)
+    axes[0].set_yscale("symlog", linthresh=0.1)
+    axes[0].set_ylim(0, 100)
+    axes[1].set_yscale("log")
+    fig.tight_layout()
+    plumbing.save_figure(fig, path)
+
+
+def draw_paths(path, paths):
+    """10_ode_paths.png: the two ODEs' paths from the same x_T, coloured by where on the roll they end."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.5))
+    titles = {"diffusion": "probability-flow ODE of the diffusion", "flow": "flow matching, straight path"}
+    for ax, (what, lines) in zip(axes, paths.items()):
+        lines = lines.numpy()
+        colors = plt.cm.viridis(roll.nearest_on_curve(torch.from_numpy(lines[-1]))[1].numpy())
+        for i in range(lines.shape[1]):
+            ax.plot(lines[:, i, 0], lines[:, i, 1], color=colors[i], lw=0.5, alpha=0.6)
+        ax.scatter(lines[0, :, 0], lines[0, :, 1], s=3, color="gray", label="x_T (noise)")
+        ax.scatter(lines[-1, :, 0], lines[-1, :, 1], s=3, c=colors, label="x_0")
+        ax.set(xlim=(-3, 3), ylim=(-3, 3), aspect="equal", title=titles[what])
+        ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    plumbing.save_figure(fig, path)
+
+
+if __name__ == "__main__":
+    main()
