@@ -97,7 +97,8 @@ def main():
     m0, v0 = x0.mean(0).mean().item(), x0.var(0).mean().item()
     n = args.n_points
     print(f"forward process on {n} roll points, T = {T}, beta_1 = {beta[1].item():.0e}, "
-          f"beta_T = {beta[T].item():.3f}, alpha_bar_T = {alpha_bar[T].item():.2e}")
+          f"beta_T = {beta[T].item():.3f}, alpha_bar_T = {alpha_bar[T].item():.2e}; log SNR falls in equal "
+          f"steps from {common.log_snr(schedule)[1].item():.2f} at t = 1 to {common.log_snr(schedule)[T].item():.2f} at t = T")
     print("            mean                    variance                cov(x_t, x0)")
     print("  t   chain  closed  theory   chain  closed  theory   chain  closed  theory")
     chain_vs_jump, jump_vs_theory = 0.0, 0.0
@@ -133,7 +134,11 @@ def main():
 
     # Figure: the schedule.
     steps = torch.arange(1, T + 1)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (snr, left, right) = plt.subplots(1, 3, figsize=(14, 3.6))
+    snr.plot(steps, common.log_snr(schedule)[1:], "o-", ms=3, color="tab:green")
+    snr.axhline(0.0, color="gray", lw=0.8)
+    snr.set(xlabel="t", ylabel="log SNR_t = log(alpha_bar_t / (1 - alpha_bar_t))",
+            title="the schedule: log SNR falls in equal steps")
     left.semilogy(steps, beta[1:], "o-", ms=3)
     left.set(xlabel="t", ylabel="beta_t (log scale)", title="variance added at step t")
     right.plot(steps, alpha_bar[1:], "o-", ms=3, label="alpha_bar_t (signal kept)")

@@ -10,9 +10,14 @@ would lift it, in three parts:
    (brute-force Bayes, roll.bayes_optimal_reverse) with diagonal and with full covariance, for
    T = 10, 20, 40, 100, with the two ends of our schedule held fixed (likelihood.schedule_between_ends,
    log signal-to-noise ratio linear in between).
-3. The path between the fixed ends: our schedule's shape, the linear one and a cosine one, at
-   T = 10, 40 and 100. Variational diffusion models (Kingma et al. 2021) show that as T grows
-   the bound depends on the ends alone; with few steps the path matters.
+3. The path between the fixed ends: ours (log SNR linear in t), the "power" path of this
+   walkthrough's first schedule and a cosine one, at T = 10, 40 and 100. Variational diffusion
+   models (Kingma et al. 2021) show that as T grows the bound depends on the ends alone; with few
+   steps the path matters.
+
+--grid prints instead the measurement that chose our schedule (docs/schedule.md): the three paths
+times noisy ends log SNR_T from -0.47 (the first schedule's) to -6, the best K of both classes for
+each, and how close each end's x_T is to noise, KL(q(x_T) || N(0, I)) and I(x0; x_T).
 
 Every number is printed in one line that tools can read, of the forms
     M=<M>  K_IW = <bits> bits  (se <bits>)
@@ -26,6 +31,7 @@ Writes into images/:
 - 07_schedules.png     the three paths between the ends, and the best K each allows against T
 """
 import argparse
+import math
 import pathlib
 import time
 
@@ -44,6 +50,7 @@ SHAPE_STEPS = (10, 40, 100)      # T for the comparison of paths between the end
 BAYES_POINTS = 1000              # held-out points for the brute-force Bayes best K
 TRAJECTORIES_PER_BATCH = 16_384  # forward trajectories pushed through the network at once
 SWEEP_SHAPE = "linear"           # the path of part 2: log SNR linear in t between the ends
+GRID_ENDS = (-0.4658, -2.0, -3.0, -4.5, -6.0)  # log SNR_T of --grid: from the old schedule's end to noise
 
 
 def importance_weighted_bounds(log_weights, m_values):
@@ -84,6 +91,36 @@ def best_K_both_classes(schedule, n, seed, n_curve=roll.CURVE_POINTS):
     return {"full": K_full, "diagonal": roll.heldout_K(diagonal_replayed, schedule, n, seed)}
 
 
+def schedule_grid(n, seed, ends=GRID_ENDS, T=common.T):
+    """--grid (README, chapters 1 and 7): for each noisy end log SNR_T and each path between it and
+    our first step, the best K of both classes at T steps on the same n held-out points, and how
+    far x_T is from the noise the sampler starts from, KL(q(x_T) || N(0, I)); printed as a table.
+    Returns {(end, shape): {class: K per point, nats}}."""
+    _, curve = roll.curve_grid()
+    best, reference = {}, (ends[0], SWEEP_SHAPE)
+    print(f"the grid: T={T}, beta_1 = {common.BETA_1:.0e} kept, Bayes-optimal K by brute-force Bayes on {n} held-out "
+          f"points (paired with the {SWEEP_SHAPE} path at log SNR_T = {ends[0]:g}):")
+    for end in ends:
+        schedule = likelihood.schedule_between_ends(T, SWEEP_SHAPE, last_log_snr=end)
+        kl, kl_se = likelihood.prior_kl(schedule, curve, generator=torch.Generator().manual_seed(seed))
+        alpha_bar_T = float(schedule.alpha_bar[T])
+        # I(x0; x_T) = E_x0 KL(q(x_T | x0) || N(0, I)) - KL(q(x_T) || N(0, I)), the first in closed form
+        conditional = 0.5 * (common.D * (-alpha_bar_T - math.log1p(-alpha_bar_T))
+                             + alpha_bar_T * float((curve ** 2).sum(1).mean()))
+        print(f"log SNR_T = {end:g}: alpha_bar_T = {alpha_bar_T:.4f}, x_T correlates {math.sqrt(alpha_bar_T):.2f} "
+              f"with x0 per coordinate and keeps I(x0; x_T) = {common.nats_to_bits(conditional - kl):.3f} bits of it; "
+              f"KL(q(x_T) || N(0, I)) = {kl:.1e} nats (se {kl_se:.0e})", flush=True)
+        for shape in likelihood.SCHEDULE_SHAPES:
+            best[end, shape] = best_K_both_classes(likelihood.schedule_between_ends(T, shape, last_log_snr=end), n, seed)
+            line = f"  log_snr_T={end:g}  shape={shape}"
+            for covariance in ("diagonal", "full"):
+                value, se = roll.mean_and_se_bits(best[end, shape][covariance])
+                gap, gap_se = roll.mean_and_se_bits(best[end, shape][covariance] - best[reference][covariance])
+                line += f"  {covariance} {value:.3f} (se {se:.3f}, {gap:+.3f} se {gap_se:.3f} paired)"
+            print(line, flush=True)
+    return best
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=pathlib.Path, default=plumbing.DEFAULT_CHECKPOINT,
@@ -100,8 +137,17 @@ def main():
                         help="the T of the best K against T (default: %(default)s)")
     parser.add_argument("--shape-steps", type=plumbing.whole_number(2), nargs="+", default=list(SHAPE_STEPS),
                         help="the T at which the paths between the ends are compared (default: %(default)s)")
+    parser.add_argument("--grid", action="store_true",
+                        help="only print the grid of schedules (paths x noisy ends, best K of both classes "
+                             "on --bayes-points points and KL(q(x_T) || N(0, I))), which chose ours; "
+                             "no model needed, no figure")
     plumbing.add_standard_args(parser)
     args, device, generator = plumbing.parse_and_prepare(parser)
+    if args.grid:
+        began = time.perf_counter()
+        schedule_grid(args.bayes_points, args.seed)
+        print(f"({time.perf_counter() - began:.0f} s)")
+        return
     try:
         model, schedule, _ = plumbing.load_checkpoint(args.checkpoint, device)
     except plumbing.CheckpointError as error:
@@ -211,23 +257,28 @@ def main():
     fig.tight_layout()
     plumbing.save_figure(fig, args.images / "07_bound_vs_T.png")
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for shape, color in zip(likelihood.SCHEDULE_SHAPES, ("tab:green", "tab:blue", "tab:purple")):
+    # One colour per path in all three panels; one panel per class, so each shows three lines.
+    fig, (paths, *panels) = plt.subplots(1, 3, figsize=(13, 4.3))
+    colors = dict(zip(likelihood.SCHEDULE_SHAPES, ("tab:green", "tab:blue", "tab:purple")))
+    for shape, color in colors.items():
         snr = common.log_snr(likelihood.schedule_between_ends(common.T, shape))[1:]
-        left.plot(torch.arange(common.T) / (common.T - 1), snr, marker=".", color=color, label=shape)
-        for covariance, style in (("diagonal", "-"), ("full", "--")):
+        paths.plot(torch.arange(common.T) / (common.T - 1), snr, marker=".", color=color,
+                   label=shape + (" (ours)" if shape == SWEEP_SHAPE else ""))
+        for panel, covariance in zip(panels, ("full", "diagonal")):
             values = [roll.mean_and_se_bits(best[shape, T][covariance]) for T in shape_steps]
-            right.errorbar(shape_steps, [v for v, _ in values], yerr=[2 * se for _, se in values],
-                           ls=style, marker="o", capsize=3, color=color, label=f"{shape}, {covariance}")
-    left.set(xlabel="(t - 1) / (T - 1)", ylabel="log SNR_t = log(alpha_bar_t / (1 - alpha_bar_t))",
-             title=f"three paths between the same ends (T = {common.T})")
-    left.legend()
-    right.axhline(K_ceiling, color="gray", ls="-.", label="ceiling of K")
-    right.set_xscale("log")
-    right.set_xticks(shape_steps, [str(T) for T in shape_steps])
-    right.set_xticks([], minor=True)
-    right.set(xlabel="T", ylabel="Bayes-optimal K (bits per point)", title="the path matters less as T grows")
-    right.legend(fontsize=7, loc="lower right")
+            panel.errorbar(shape_steps, [v for v, _ in values], yerr=[2 * se for _, se in values],
+                           marker="o", capsize=3, color=color)
+    paths.set(xlabel="(t - 1) / (T - 1)", ylabel="log SNR_t = log(alpha_bar_t / (1 - alpha_bar_t))",
+              title=f"three paths between the same ends (T = {common.T})")
+    paths.legend(fontsize=10)
+    for panel, covariance in zip(panels, ("full", "diagonal")):
+        panel.axhline(K_ceiling, color="gray", ls="-.", label=f"ceiling of K = {K_ceiling:.2f} bits")
+        panel.set_xscale("log")
+        panel.set_xticks(shape_steps, [str(T) for T in shape_steps])
+        panel.set_xticks([], minor=True)
+        panel.set(xlabel="T, number of steps", ylabel="Bayes-optimal K (bits per point, 2 se)",
+                  title=f"Bayes-optimal K, {covariance} covariance steps")
+        panel.legend(fontsize=9, loc="lower right")
     fig.tight_layout()
     plumbing.save_figure(fig, args.images / "07_schedules.png")
     print(f"figures written to {args.images}/: 07_iw_bound.png, 07_bound_vs_T.png, 07_schedules.png")

@@ -20,8 +20,7 @@ import torch
 
 T = 40          # number of diffusion steps the paper used for the Swiss roll
 BETA_1 = 1e-5   # first step's variance, fixed; it sets the ceiling on K (README, chapter 3)
-BETA_T = 0.3    # last step's variance (README, chapter 1: the schedule)
-SCHEDULE_POWER = 1.7  # > 1 keeps beta_t small for longer: more steps where the roll's detail is
+LOG_SNR_T = -3.0  # log signal-to-noise ratio at t = T: x_T is noise (README, chapter 1: the schedule)
 D = 2           # dimension of a data point
 
 
@@ -43,12 +42,16 @@ def schedule_from_beta(beta):
     return Schedule(beta, torch.cumprod(1.0 - beta, dim=0))
 
 
-def make_schedule(T=T, beta_1=BETA_1, beta_T=BETA_T, power=SCHEDULE_POWER):
-    """Our schedule: beta_t rises from beta_1 to beta_T on a log scale,
-    log beta_t = log beta_1 + ((t - 1) / (T - 1))^power * log(beta_T / beta_1)."""
-    s = (torch.arange(T, dtype=torch.float64) / (T - 1)) ** power
-    return schedule_from_beta(torch.cat([torch.zeros(1, dtype=torch.float64),
-                                         beta_1 * (beta_T / beta_1) ** s]))
+def make_schedule(T=T, beta_1=BETA_1, log_snr_T=LOG_SNR_T):
+    """Our schedule: the log signal-to-noise ratio log(alpha_bar_t / (1 - alpha_bar_t)) falls in
+    equal steps, from log((1 - beta_1) / beta_1) at t = 1 to log_snr_T at t = T. Then
+    alpha_bar_t = sigmoid(log SNR_t) and beta_t = 1 - alpha_bar_t / alpha_bar_{t-1}, t >= 2."""
+    if T < 2:
+        raise ValueError(f"a schedule needs T >= 2 steps, got {T}")
+    first = math.log((1.0 - beta_1) / beta_1)
+    alpha_bar = torch.sigmoid(first + (log_snr_T - first) * torch.arange(T, dtype=torch.float64) / (T - 1))
+    return schedule_from_beta(torch.cat([torch.tensor([0.0, beta_1], dtype=torch.float64),
+                                         1.0 - alpha_bar[1:] / alpha_bar[:-1]]))
 
 
 def log_snr(schedule):

@@ -7,39 +7,65 @@ import torch
 
 import common
 
-SCHEDULE_SHAPES = ("ours", "linear", "cosine")
+SCHEDULE_SHAPES = ("linear", "power", "cosine")
+POWER, POWER_BETA_T = 1.7, 0.3   # the "power" path: the schedule of this walkthrough's first versions
 
 
-def schedule_between_ends(T, shape="linear", reference=None):
+def schedule_between_ends(T, shape="linear", reference=None, last_log_snr=None):
     """A schedule of T >= 2 steps with the same log SNR as `reference` (default: ours) at t = 1
-    and at t = T, and a chosen path in between, as a function of s = (t - 1) / (T - 1):
-    - "linear": log SNR linear in s;
+    and at t = T (or `last_log_snr` at t = T, if given), and a chosen path in between, as a
+    function of s = (t - 1) / (T - 1):
+    - "linear": log SNR linear in s (our schedule's path: between its ends, it is ours);
+    - "power":  log beta_t = log beta_1 + s^POWER log(POWER_BETA_T / beta_1), beta_t geometric
+      in s^1.7, the path of our earlier schedule, its log SNR stretched linearly to the ends;
     - "cosine": alpha_bar_t = cos^2(theta), theta linear in s between the two ends' angles
-      (the cosine schedule of improved DDPM, its ends moved to ours);
-    - "ours":   the reference's own log SNR curve, linearly interpolated between its T steps.
+      (the cosine schedule of improved DDPM, its ends moved to ours).
     alpha_bar_t = sigmoid(log SNR_t), so alpha_bar_1 = 1 - beta_1 and alpha_bar_T are kept,
     and beta_t = 1 - alpha_bar_t / alpha_bar_{t-1}."""
     if T < 2:
         raise ValueError(f"a schedule between two ends needs T >= 2, got {T}")
     reference_snr = common.log_snr(common.make_schedule() if reference is None else reference)[1:]
     first, last = reference_snr[0], reference_snr[-1]
+    if last_log_snr is not None:
+        last = torch.tensor(float(last_log_snr), dtype=torch.float64)
     s = torch.arange(T, dtype=torch.float64) / (T - 1)
     if shape == "linear":
         snr = first + (last - first) * s
+    elif shape == "power":
+        beta_1 = float(torch.sigmoid(-first))
+        alpha_bar = torch.cumprod(1.0 - beta_1 * (POWER_BETA_T / beta_1) ** (s ** POWER), dim=0)
+        snr = torch.log(alpha_bar) - torch.log1p(-alpha_bar)
+        snr = first + (snr - snr[0]) * (last - first) / (snr[-1] - snr[0])
     elif shape == "cosine":
         # SNR = cot^2(theta): theta = arctan(exp(-log SNR / 2)) at each end
         theta = torch.atan(torch.exp(-0.5 * torch.stack([first, last])))
         snr = -2.0 * torch.log(torch.tan(theta[0] + (theta[1] - theta[0]) * s))
-    elif shape == "ours":
-        position = s * (len(reference_snr) - 1)
-        left = position.floor().long().clamp(max=len(reference_snr) - 2)
-        weight = position - left
-        snr = (1.0 - weight) * reference_snr[left] + weight * reference_snr[left + 1]
     else:
         raise ValueError(f"shape must be one of {', '.join(SCHEDULE_SHAPES)}, got {shape!r}")
     alpha_bar = torch.cat([torch.ones(1, dtype=torch.float64), torch.sigmoid(snr)])
     return common.schedule_from_beta(torch.cat([torch.zeros(1, dtype=torch.float64),
                                          1.0 - alpha_bar[1:] / alpha_bar[:-1]]))
+
+
+@torch.no_grad()
+def prior_kl(schedule, x0, n=20_000, generator=None):
+    """KL(q(x_T) || N(0, I)) in nats: how far the forward process's last marginal is from the
+    noise the sampler starts from. q(x_T) is the mixture over data points x0 (rows, equally
+    weighted) of N(sqrt(alpha_bar_T) x0, (1 - alpha_bar_T) I); the KL is the Monte Carlo mean of
+    log q(x_T) - log N(x_T; 0, I) over n draws x_T ~ q(x_T), log q(x_T) by log-sum-exp over x0.
+    Returns (KL, its standard error)."""
+    x0 = x0.double().cpu()
+    alpha_bar_T = float(schedule.alpha_bar[-1])
+    pick = torch.randint(len(x0), (n,), generator=generator)
+    x_T = math.sqrt(alpha_bar_T) * x0[pick] + math.sqrt(1.0 - alpha_bar_T) * torch.randn(
+        n, x0.shape[1], generator=generator, dtype=torch.float64)
+    log_q = torch.cat([torch.logsumexp(-torch.cdist(part, math.sqrt(alpha_bar_T) * x0) ** 2
+                                       / (2.0 * (1.0 - alpha_bar_T)), dim=1)
+                       for part in x_T.split(500)])
+    log_q += -math.log(len(x0)) - 0.5 * x0.shape[1] * math.log(2.0 * math.pi * (1.0 - alpha_bar_T))
+    log_noise = -0.5 * (x_T ** 2).sum(1) - 0.5 * x0.shape[1] * math.log(2.0 * math.pi)
+    difference = log_q - log_noise
+    return difference.mean().item(), difference.std().item() / math.sqrt(n)
 
 
 @torch.no_grad()

@@ -39,7 +39,7 @@ def standard_normal_reverse(schedule, var_scale=1.0):
 
 # --- the importance-weighted bound ---------------------------------------------------------------
 
-@pytest.mark.parametrize("shape, T", [("ours", 40), ("cosine", 10)])
+@pytest.mark.parametrize("shape, T", [("power", 40), ("cosine", 10)])
 def test_iw_bound_is_the_exact_log_likelihood_for_gaussian_data_and_exact_reverse_steps(shape, T):
     """For x0 ~ N(0, I) and the exact reverse steps, p(x_{0:T}) = q(x_{0:T}) as joint laws, so
     p(x0, x_{1:T}) / q(x_{1:T} | x0) = p(x0) = N(x0; 0, I) for every trajectory: every log weight
@@ -129,8 +129,10 @@ def test_schedules_between_ends_keep_both_ends_and_a_decreasing_alpha_bar(shape)
 
 
 def test_each_shape_follows_its_definition():
-    """Inverted from alpha_bar by hand: "linear" has a log SNR with equal steps, "cosine" an angle
-    arccos(sqrt(alpha_bar_t)) with equal steps, and "ours" at T = 40 is our schedule itself."""
+    """Inverted from alpha_bar by hand: "linear" has a log SNR with equal steps (and at T = 40 is
+    our schedule itself), "cosine" an angle arccos(sqrt(alpha_bar_t)) with equal steps, and
+    "power" between the old schedule's ends is that schedule, beta_t on its curve
+    log beta_t = log beta_1 + ((t - 1) / (T - 1))^1.7 log(0.3 / beta_1), computed in a loop."""
     def second_differences(values):
         return max(abs(a - 2 * b + c) for a, b, c in zip(values, values[1:], values[2:]))
 
@@ -138,8 +140,14 @@ def test_each_shape_follows_its_definition():
     assert second_differences([math.log(a / (1 - a)) for a in abar]) < 1e-9, "linear: log SNR is not linear in t"
     abar = likelihood.schedule_between_ends(25, "cosine").alpha_bar[1:].tolist()
     assert second_differences([math.acos(math.sqrt(a)) for a in abar]) < 1e-9, "cosine: the angle is not linear in t"
-    gap = (likelihood.schedule_between_ends(common.T, "ours").beta - common.make_schedule().beta).abs().max().item()
-    assert gap < 1e-12, f"'ours' at T = 40 differs from our schedule by {gap:.2e} in beta"
+    gap = (likelihood.schedule_between_ends(common.T, "linear").beta - common.make_schedule().beta).abs().max().item()
+    assert gap < 1e-12, f"'linear' at T = 40 differs from our schedule by {gap:.2e} in beta"
+    old_beta = [1e-5 * (0.3 / 1e-5) ** ((t - 1) / 39) ** 1.7 for t in range(1, 41)]
+    old_alpha_bar = [math.prod(1.0 - b for b in old_beta[:t]) for t in range(1, 41)]
+    old_end = math.log(old_alpha_bar[-1] / (1.0 - old_alpha_bar[-1]))
+    beta = likelihood.schedule_between_ends(40, "power", last_log_snr=old_end).beta[1:].tolist()
+    worst = max(abs(b - want) / want for b, want in zip(beta, old_beta))
+    assert worst < 1e-9, f"'power' between the old ends differs from the old schedule's beta by {worst:.2e} (relative)"
     for bad in ({"T": 1}, {"T": 10, "shape": "square"}):
         with pytest.raises(ValueError):
             likelihood.schedule_between_ends(**bad)

@@ -29,6 +29,7 @@ def respaced(schedule, steps):
                                                 1.0 - alpha_bar[1:] / alpha_bar[:-1]]))
 
 
+N_SE = 5.0  # statistical tolerance, in standard errors
 SCHEDULES = {"ours": common.make_schedule(), "respaced": respaced(common.make_schedule(), [1, 2, 5, 12, 25, 40])}
 
 
@@ -96,9 +97,16 @@ def test_analytic_variance_for_gaussian_data_is_the_exact_reverse_variance(name)
             f"{name} schedule, t = {t}: analytic variance {exact.item():.6e}, exact reverse variance {beta_t:.6e}")
         x_t = torch.randn(50_000, common.D, generator=generator, dtype=torch.float64)   # q(x_t) = N(0, I)
         eps_star = math.sqrt(1.0 - float(schedule.alpha_bar[t])) * x_t
-        estimate = ddpm.analytic_variance(t, schedule, eps_star.square().sum(1).mean())
-        assert abs(estimate.item() - beta_t) < 0.02 * beta_t, (
-            f"{name} schedule, t = {t}: analytic variance from Monte Carlo {estimate.item():.4e}, exact {beta_t:.4e}")
+        squares = eps_star.square().sum(1)
+        estimate = ddpm.analytic_variance(t, schedule, squares.mean())
+        # The formula is linear in E||eps*||^2 with slope -c_t^2 (1 - alpha_bar_t) / (alpha_bar_t d),
+        # which near x_T (alpha_bar_T = 0.05) multiplies the sampling error by ~20: allow N_SE of its se.
+        c_t = float(common.posterior_coefficients(t, schedule, torch.zeros((), dtype=torch.float64))[0])
+        alpha_bar_t = float(schedule.alpha_bar[t])
+        se = c_t ** 2 * (1.0 - alpha_bar_t) / (alpha_bar_t * common.D) * squares.std().item() / math.sqrt(len(squares))
+        assert abs(estimate.item() - beta_t) < N_SE * se, (
+            f"{name} schedule, t = {t}: analytic variance from Monte Carlo {estimate.item():.4e}, exact {beta_t:.4e}, "
+            f"se {se:.1e}")
 
 
 def test_analytic_variance_is_clipped_to_the_range_the_paper_allows():

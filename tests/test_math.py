@@ -420,23 +420,27 @@ def test_schedule_shape_and_first_step():
     assert common.make_schedule().T == T, "Schedule.T should be the number of steps"
 
 
-@pytest.mark.parametrize("T_steps,beta_T,power", [(40, common.BETA_T, common.SCHEDULE_POWER), (10, 0.5, 1.0)])
-def test_schedule_ends_at_beta_T_on_the_stated_curve(T_steps, beta_T, power):
-    """beta_T is reached at t = T, and every beta_t lies on the README's curve
-    log beta_t = log beta_1 + ((t - 1) / (T - 1))^power log(beta_T / beta_1), computed here in a loop."""
-    beta = common.make_schedule(T=T_steps, beta_T=beta_T, power=power).beta
-    assert abs(beta[T_steps].item() - beta_T) < 1e-12, f"beta_T = {beta[T_steps].item()!r}, expected {beta_T}"
+@pytest.mark.parametrize("T_steps,log_snr_T", [(40, common.LOG_SNR_T), (10, 0.5)])
+def test_schedule_log_snr_falls_in_equal_steps_to_log_snr_T(T_steps, log_snr_T):
+    """alpha_bar_t, multiplied out from the betas in a Python loop, has the log SNR of the README's
+    line: log(alpha_bar_t / (1 - alpha_bar_t)) = log((1 - beta_1) / beta_1)
+    + (t - 1) / (T - 1) (log_snr_T - log((1 - beta_1) / beta_1)), so log_snr_T is reached at t = T."""
+    beta = common.make_schedule(T=T_steps, log_snr_T=log_snr_T).beta
+    alpha_bar = alpha_bar_by_loop(beta)
+    first = math.log((1 - common.BETA_1) / common.BETA_1)
     for t in range(1, T_steps + 1):
-        want = math.exp(math.log(common.BETA_1) + ((t - 1) / (T_steps - 1)) ** power * math.log(beta_T / common.BETA_1))
-        assert abs(beta[t].item() - want) < 1e-12 * want, f"beta_{t} = {beta[t].item()!r}, the curve gives {want!r}"
+        want = first + (t - 1) / (T_steps - 1) * (log_snr_T - first)
+        got = math.log(alpha_bar[t] / (1 - alpha_bar[t]))
+        assert abs(got - want) < 1e-9, f"T={T_steps}: log SNR_{t} = {got!r}, the line gives {want!r}"
 
 
-def test_schedule_increases_and_stays_below_one():
-    """beta_t strictly increases from t = 1 to T and every beta_t < 1 (a valid variance step)."""
-    steps = BETA[2:] - BETA[1:-1]
-    worst = int(steps.argmin()) + 2
-    assert (steps > 0).all(), f"beta_{worst} - beta_{worst - 1} = {steps.min().item():.3g}, expected > 0"
-    assert BETA.max().item() < 1.0, f"max beta_t = {BETA.max().item()}, expected < 1"
+def test_schedule_alpha_bar_falls_and_every_beta_is_a_variance_step():
+    """alpha_bar_t strictly decreases from t = 0 to T, and every beta_t (t >= 1) is in (0, 1).
+    (beta_t itself need not rise: on this line beta_2 < beta_1.)"""
+    falls = ALPHA_BAR[1:] - ALPHA_BAR[:-1]
+    worst = int(falls.argmax()) + 1
+    assert (falls < 0).all(), f"alpha_bar_{worst} - alpha_bar_{worst - 1} = {falls.max().item():.3g}, expected < 0"
+    assert ((BETA[1:] > 0) & (BETA[1:] < 1)).all(), f"beta outside (0, 1): {BETA.tolist()}"
 
 
 def test_alpha_bar_matches_python_loop():

@@ -393,8 +393,8 @@ def write_bad_checkpoint(case, path, good, marker):
         torch.save({"w": torch.zeros(3)}, path)
     elif case == "another_T":            # made by this code with T = 50
         save_fresh_checkpoint(path, ReverseModel(T=50), common.make_schedule(T=50))
-    elif case == "another_schedule":     # made by this code with beta_T = 0.2
-        save_fresh_checkpoint(path, schedule=common.make_schedule(beta_T=0.2))
+    elif case == "another_schedule":     # made by this code with log SNR_T = -0.4658 (the old end)
+        save_fresh_checkpoint(path, schedule=common.make_schedule(log_snr_T=-0.4658))
     elif case == "weights_of_another_model_size":  # a 64-wide network's weights, our settings
         saved = torch.load(good, weights_only=True)
         saved["model_state"] = ReverseModel(hidden=64).state_dict()
