@@ -41,15 +41,18 @@ from unet import UNet, n_parameters
 T = 200                   # steps: more than the roll's 40, as 64 pixels have more to undo
 BETA_1 = 1e-4             # first step's noise, std 0.01: a tenth of a bin (2/17 wide)
 BETA_T = 0.3              # with T and beta_1, x_T keeps alpha_bar_T = 3e-4 of the signal
-SCHEDULE_SHAPE = "linear"  # log SNR linear in t between the two ends
+SCHEDULE_SHAPE = "linear"  # log SNR linear in t between the two ends: then the bound weighs every
+                          # step alike, w_t = (SNR_{t-1} / SNR_t - 1) / 2, and L_simple is the bound
 # Training (Algorithm 1).
 ITERS = 1500              # about two minutes on a quiet 2-core CPU
 BATCH_SIZE = 128          # images per iteration
 LR = 2e-3                 # Adam's step size, decayed along a cosine to 0
 EMA_DECAY = 0.999         # the scored weights are a moving average, as in chapter 5
 BASE_CHANNELS = 32        # channels at 8 x 8; twice as many at 4 x 4 and 2 x 2
+DROPOUT = 0.0             # inside the residual blocks (DDPM used 0.1 on CIFAR-10)
 LOSSES = ("simple", "bound")
-RESUMED_SETTINGS = ("iters", "batch_size", "lr", "loss", "base_channels", "attention", "T", "beta_1")
+RESUMED_SETTINGS = ("iters", "batch_size", "lr", "loss", "base_channels", "attention", "dropout", "T", "beta_1",
+                    "schedule_shape")
 # Measuring.
 N_MOMENTS = 500           # training digits per step for E||x0 - x0_hat||^2 (the best variance)
 N_SAMPLES = 1000          # samples of Algorithm 2
@@ -71,8 +74,8 @@ def loss_weights(schedule, loss):
         return torch.ones(schedule.T + 1, dtype=torch.float64)
     steps = torch.arange(2, schedule.T + 1)
     _, _, sigma_tilde2 = common.posterior_coefficients(steps, schedule, torch.zeros((), dtype=torch.float64))
-    weight = (schedule.T - 1) * ddpm.eps_weight(steps, schedule, sigma_tilde2)
-    return torch.cat([torch.zeros(2, dtype=torch.float64), weight])
+    weight = (schedule.T - 1) * ddpm.eps_weight(steps, schedule, sigma_tilde2)   # a column, t = 2..T
+    return torch.cat([torch.zeros(2, dtype=torch.float64), weight.flatten()])
 
 
 def update_average(average, model, updates):
@@ -109,11 +112,15 @@ def main():
                         help="L_simple (every step weighted 1) or the bound's weights (default: %(default)s)")
     parser.add_argument("--T", type=plumbing.whole_number(2), default=T,
                         help="diffusion steps of a new run, its ends kept (default: %(default)s)")
+    parser.add_argument("--schedule-shape", choices=("linear", "cosine"), default=SCHEDULE_SHAPE,
+                        help="the path of log SNR between the two ends, for a new run (default: %(default)s)")
     parser.add_argument("--beta-1", type=plumbing.positive_float, default=BETA_1,
                         help="the first step's noise variance of a new run (default: %(default)s)")
     parser.add_argument("--base-channels", type=plumbing.whole_number(8), default=BASE_CHANNELS,
                         help="UNet channels at 8 x 8, a multiple of 8 (default: %(default)s)")
     parser.add_argument("--attention", action="store_true", help="self-attention at 2 x 2")
+    parser.add_argument("--dropout", type=float, default=DROPOUT,
+                        help="dropout inside each residual block while training (default: %(default)s)")
     parser.add_argument("--n-samples", type=plumbing.whole_number(20), default=N_SAMPLES,
                         help="samples drawn and scored per sampler (default: %(default)s)")
     parser.add_argument("--n-moments", type=plumbing.whole_number(2), default=N_MOMENTS,
@@ -148,8 +155,8 @@ def main():
           f"{digits.LEVELS} levels; pixel values in [-1, 1), bins of width 2/{digits.LEVELS}")
 
     # 2. The network, and the schedule it is trained with.
-    schedule = pictures.image_schedule(args.T, args.beta_1, BETA_T, SCHEDULE_SHAPE)
-    model = UNet(base_channels=args.base_channels, attention=args.attention).to(device)
+    schedule = pictures.image_schedule(args.T, args.beta_1, BETA_T, args.schedule_shape)
+    model = UNet(base_channels=args.base_channels, attention=args.attention, dropout=args.dropout).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     average = copy.deepcopy(model)
     start, saved = 0, None
@@ -172,6 +179,10 @@ def main():
     for stage, shape in stages:
         print(f"  {stage:24s} {shape}")
     network = pictures.eps_network(average)
+    bound_weight = loss_weights(schedule, "bound")[2:] / (schedule.T - 1)
+    print(f"the bound's weight on ||eps - eps_theta||^2 (sigma_t^2 = sigma_tilde_t^2) runs from "
+          f"{float(bound_weight.min()):.3g} to {float(bound_weight.max()):.3g} over t = 2..{schedule.T}; "
+          f"L_simple weighs every t 1")
 
     # 3. Algorithm 1: x0 a dequantised training digit, t uniform in 2..T (t = 1 is eq. 44's fixed
     # kernel, as in chapters 3-7), x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps.

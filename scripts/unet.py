@@ -26,10 +26,12 @@ GROUPS = 8          # GroupNorm groups: statistics over channel groups work at a
 
 class ResBlock(nn.Module):
     """GroupNorm, SiLU, 3 x 3 convolution, twice, the time code added in between as one bias per
-    channel, and the input added back (through a 1 x 1 convolution when the channels change)."""
+    channel, and the input added back (through a 1 x 1 convolution when the channels change).
+    Dropout, if any, before the second convolution (as in DDPM)."""
 
-    def __init__(self, channels_in, channels_out, time_dim):
+    def __init__(self, channels_in, channels_out, time_dim, dropout=0.0):
         super().__init__()
+        self.dropout = nn.Dropout(dropout)
         self.norm1 = nn.GroupNorm(GROUPS, channels_in)
         self.conv1 = nn.Conv2d(channels_in, channels_out, 3, padding=1)
         self.time = nn.Linear(time_dim, channels_out)
@@ -40,7 +42,7 @@ class ResBlock(nn.Module):
     def forward(self, x, code):
         h = self.conv1(nn.functional.silu(self.norm1(x)))
         h = h + self.time(code)[:, :, None, None]
-        h = self.conv2(nn.functional.silu(self.norm2(h)))
+        h = self.conv2(self.dropout(nn.functional.silu(self.norm2(h))))
         return self.skip(x) + h
 
 
@@ -66,11 +68,11 @@ class UNet(nn.Module):
     skip connections between equal resolutions, optional self-attention at 2 x 2."""
 
     def __init__(self, base_channels=32, n_classes=None, attention=False, time_dim=None,
-                 max_period=10_000.0):
+                 max_period=10_000.0, dropout=0.0):
         super().__init__()
         time_dim = time_dim or 4 * base_channels
         self.config = {"base_channels": base_channels, "n_classes": n_classes, "attention": attention,
-                       "time_dim": time_dim, "max_period": max_period}
+                       "time_dim": time_dim, "max_period": max_period, "dropout": dropout}
         c1, c2 = base_channels, 2 * base_channels
         self.time_mlp = nn.Sequential(nn.Linear(base_channels, time_dim), nn.SiLU(),
                                       nn.Linear(time_dim, time_dim))
@@ -79,15 +81,15 @@ class UNet(nn.Module):
             self.null_label = n_classes
             self.label_embedding = nn.Embedding(n_classes + 1, time_dim)
         self.input = nn.Conv2d(1, c1, 3, padding=1)
-        self.down8 = ResBlock(c1, c1, time_dim)
+        self.down8 = ResBlock(c1, c1, time_dim, dropout)
         self.to4 = nn.Conv2d(c1, c1, 3, stride=2, padding=1)       # 8 x 8 -> 4 x 4
-        self.down4 = ResBlock(c1, c2, time_dim)
+        self.down4 = ResBlock(c1, c2, time_dim, dropout)
         self.to2 = nn.Conv2d(c2, c2, 3, stride=2, padding=1)       # 4 x 4 -> 2 x 2
-        self.middle1 = ResBlock(c2, c2, time_dim)
+        self.middle1 = ResBlock(c2, c2, time_dim, dropout)
         self.attention = SelfAttention(c2) if attention else None
-        self.middle2 = ResBlock(c2, c2, time_dim)
-        self.up4 = ResBlock(c2 + c2, c2, time_dim)                 # after 2 x 2 -> 4 x 4, + skip
-        self.up8 = ResBlock(c2 + c1, c1, time_dim)                 # after 4 x 4 -> 8 x 8, + skip
+        self.middle2 = ResBlock(c2, c2, time_dim, dropout)
+        self.up4 = ResBlock(c2 + c2, c2, time_dim, dropout)                 # after 2 x 2 -> 4 x 4, + skip
+        self.up8 = ResBlock(c2 + c1, c1, time_dim, dropout)                 # after 4 x 4 -> 8 x 8, + skip
         self.output_norm = nn.GroupNorm(GROUPS, c1)
         self.output = nn.Conv2d(c1, 1, 3, padding=1)
         # Zero output: training starts from eps = 0 for every input, as chapter 2's network did.
