@@ -133,10 +133,8 @@ def x0_from_eps(x_t, eps, t, schedule):
 
 # --- Gaussians ---------------------------------------------------------------------------------
 #
-# The roll's points are 2-D, so the two operations a 2x2 covariance [[a, b], [b, c]] needs are
-# written out in closed form: batched torch.linalg calls on thousands of tiny matrices are ten
-# times slower. Images (chapter 8: D = 64 pixels) go through torch.linalg (`cholesky`,
-# `inverse_and_logdet`), with the same formulas above them.
+# Roll points are 2-D, so what a 2x2 covariance [[a, b], [b, c]] needs is written out in closed
+# form (batched torch.linalg calls on tiny matrices are ten times slower); images: end of file.
 
 def cholesky_2x2(cov):
     """The lower-triangular L with L L^T = cov: L = [[sqrt(a), 0], [b / sqrt(a), sqrt(c - b^2 / a)]]
@@ -155,36 +153,6 @@ def inverse_and_logdet_2x2(cov):
     det = a * c - b ** 2
     inverse = torch.stack([torch.stack([c, -b], dim=-1), torch.stack([-b, a], dim=-1)], dim=-2)
     return inverse / det[..., None, None], torch.log(det)
-
-
-def is_diagonal(cov):
-    """Whether every matrix of a batch (..., d, d) is diagonal, as the isotropic steps' are."""
-    return bool((cov == torch.diag_embed(torch.diagonal(cov, dim1=-2, dim2=-1))).all())
-
-
-def cholesky(cov):
-    """The lower-triangular L with L L^T = cov, for covariances of any size: cholesky_2x2's closed
-    form for 2 x 2; the square root of the diagonal for diagonal ones (the images' isotropic
-    steps, where a general factorisation of 64 x 64 matrices would cost most of the time);
-    torch.linalg otherwise. A zero covariance gives L = 0."""
-    if cov.shape[-1] == 2:
-        return cholesky_2x2(cov)
-    if is_diagonal(cov):
-        return torch.diag_embed(torch.sqrt(torch.diagonal(cov, dim1=-2, dim2=-1)))
-    return torch.linalg.cholesky(cov)
-
-
-def inverse_and_logdet(cov):
-    """cov^-1 and log det cov for covariances of any size: inverse_and_logdet_2x2's closed form for
-    2 x 2; 1 / diagonal and sum log diagonal for diagonal ones; otherwise from the Cholesky factor
-    L, log det = 2 sum log diag L."""
-    if cov.shape[-1] == 2:
-        return inverse_and_logdet_2x2(cov)
-    if is_diagonal(cov):
-        diagonal = torch.diagonal(cov, dim1=-2, dim2=-1)
-        return torch.diag_embed(1.0 / diagonal), torch.log(diagonal).sum(-1)
-    factor = torch.linalg.cholesky(cov)
-    return torch.cholesky_inverse(factor), 2.0 * torch.log(torch.diagonal(factor, dim1=-2, dim2=-1)).sum(-1)
 
 
 def sample_gaussian(mean, cov, generator=None):
@@ -268,9 +236,8 @@ def reverse_of(network, schedule):
 def sample_chain(reverse, n, T=T, generator=None, device="cpu", d=D):
     """Ancestral sampling: x_T ~ N(0, I), then x_{t-1} ~ p(x_{t-1} | x_t) for t = T, ..., 1.
 
-    Returns the whole trajectory, a list of T + 1 tensors (n, d) indexed by t: trajectory[0] is
-    x0, the samples. Every step is applied, the fixed last one p(x0 | x1) included. d is the
-    dimension of a point: 2 for the roll, 64 for chapter 8's images."""
+    Returns the whole trajectory, a list of T + 1 tensors (n, d) indexed by t (d = 2 for the roll,
+    64 for images): trajectory[0] is x0, the samples; every step applied, the fixed last one too."""
     trajectory = [None] * (T + 1)
     trajectory[T] = torch.randn(n, d, generator=generator).to(device)
     for t in range(T, 0, -1):
@@ -310,3 +277,35 @@ def bound_K(kl, schedule, d=D):
     """K = - sum_{t=2..T} KL_t + H_q(X_T | X_0) - H_q(X_1 | X_0) - H_p(X_T), per point (nats),
     from the table of kl_all_steps (points of dimension d)."""
     return entropy_part(schedule, d) - kl.sum(dim=1)
+
+
+# --- Gaussians in any dimension (chapter 8's images: D = 64 pixels) ---------------------------
+
+def is_diagonal(cov):
+    """Whether every matrix of a batch (..., d, d) is diagonal, as the isotropic steps' are."""
+    return bool((cov == torch.diag_embed(torch.diagonal(cov, dim1=-2, dim2=-1))).all())
+
+
+def cholesky(cov):
+    """The lower-triangular L with L L^T = cov, for covariances of any size: cholesky_2x2's closed
+    form for 2 x 2; the square root of the diagonal for diagonal ones (the images' isotropic
+    steps, where a general factorisation of 64 x 64 matrices would cost most of the time);
+    torch.linalg otherwise. A zero covariance gives L = 0."""
+    if cov.shape[-1] == 2:
+        return cholesky_2x2(cov)
+    if is_diagonal(cov):
+        return torch.diag_embed(torch.sqrt(torch.diagonal(cov, dim1=-2, dim2=-1)))
+    return torch.linalg.cholesky(cov)
+
+
+def inverse_and_logdet(cov):
+    """cov^-1 and log det cov for covariances of any size: inverse_and_logdet_2x2's closed form for
+    2 x 2; 1 / diagonal and sum log diagonal for diagonal ones; otherwise from the Cholesky factor
+    L, log det = 2 sum log diag L."""
+    if cov.shape[-1] == 2:
+        return inverse_and_logdet_2x2(cov)
+    if is_diagonal(cov):
+        diagonal = torch.diagonal(cov, dim1=-2, dim2=-1)
+        return torch.diag_embed(1.0 / diagonal), torch.log(diagonal).sum(-1)
+    factor = torch.linalg.cholesky(cov)
+    return torch.cholesky_inverse(factor), 2.0 * torch.log(torch.diagonal(factor, dim1=-2, dim2=-1)).sum(-1)

@@ -213,3 +213,31 @@ def test_a_missing_or_foreign_checkpoint_gets_one_line(monkeypatch, capsys, keep
         code, _, err = call_main("08_pictures.py", ["--reuse", "--checkpoint", path, "--images", tmp_path],
                                  monkeypatch, capsys)
         assert code == 1 and words in the_error_line(err, path), err
+
+
+def test_the_bound_weighted_loss_is_the_sum_of_kl_terms_and_flat_on_a_linear_log_snr_schedule(load_script):
+    """--loss bound weighs ||eps - eps_theta||^2 at step t so that swapping one noise guess for
+    another changes the loss as it changes (T - 1) KL_t with sigma_t^2 = sigma_tilde_t^2
+    (common.kl_gaussian on 64 pixels, on the cosine path where the weights vary 100-fold); on the
+    log-SNR-linear path every weight is (T - 1) (SNR_{t-1} / SNR_t - 1) / 2, the same for all t."""
+    script = load_script("08_pictures.py")
+    cosine = pictures.image_schedule(30, 1e-4, 0.3, "cosine")
+    weights = script.loss_weights(cosine, "bound")
+    assert weights.shape == (31,) and weights[:2].abs().max() == 0
+    assert weights[2:].max() / weights[2:].min() > 100
+    generator = torch.Generator().manual_seed(0)
+    x0, eps = torch.rand(3, 64, generator=generator).double() * 2 - 1, torch.randn(3, 64, generator=generator).double()
+    guesses = [eps + 0.3 * torch.randn(3, 64, generator=generator).double() for _ in range(2)]
+    for t in (2, 10, 30):
+        x_t = common.x_t_from_eps(x0, eps, t, cosine)
+        _, _, sigma_tilde2 = common.posterior_coefficients(t, cosine, x_t)
+        kl = [common.kl_gaussian(*common.q_posterior(x0, x_t, t, cosine), ddpm.ddpm_mean(x_t, guess, t, cosine),
+                                 common.identity_times(sigma_tilde2, x_t)) for guess in guesses]
+        errors = [(eps - guess).square().sum(1) for guess in guesses]
+        assert torch.allclose((29 * (kl[0] - kl[1])), weights[t] * (errors[0] - errors[1]), rtol=1e-6), t
+    linear = pictures.image_schedule(30, 1e-4, 0.3, "linear")
+    snr = torch.exp(common.log_snr(linear))
+    expected = 29 * (snr[1:-1] / snr[2:] - 1) / 2
+    assert torch.allclose(script.loss_weights(linear, "bound")[2:], expected)
+    assert torch.allclose(expected, expected[0].expand_as(expected))
+    assert torch.equal(script.loss_weights(linear, "simple"), torch.ones(31, dtype=torch.float64))
