@@ -194,6 +194,7 @@ def test_the_script_runs_end_to_end_with_tiny_settings(tiny_run):
     (("--base-channels", "12"), "multiple of 8"),
     (("--T", "1"), "--T"),
     (("--beta-1", "0.5"), "--beta-1"),
+    (("--dropout", "1"), "--dropout"),
     (("--reuse", "--resume"), "give one of them"),
 ])
 def test_bad_arguments_get_one_line(monkeypatch, capsys, keep_process_settings, tmp_path, arguments, words):
@@ -241,3 +242,12 @@ def test_the_bound_weighted_loss_is_the_sum_of_kl_terms_and_flat_on_a_linear_log
     assert torch.allclose(script.loss_weights(linear, "bound")[2:], expected)
     assert torch.allclose(expected, expected[0].expand_as(expected))
     assert torch.equal(script.loss_weights(linear, "simple"), torch.ones(31, dtype=torch.float64))
+
+
+def test_a_resume_with_other_settings_is_refused_in_one_line(tiny_run, monkeypatch, capsys, keep_process_settings):
+    """The tiny run's checkpoint, resumed with another --iters: exit 1, one line naming the option."""
+    _, folder = tiny_run
+    arguments = [*TINY[:1], "31", *TINY[2:], "--resume", "--checkpoint", folder / "unet.pt", "--images", folder,
+                 "--samples", folder / "again.npy"]
+    code, _, err = call_main("08_pictures.py", arguments, monkeypatch, capsys)
+    assert code == 1 and "--iters 30" in the_error_line(err, "resume"), err
