@@ -251,6 +251,75 @@ def load_eps_network(path, device="cpu"):
     return model, schedule, checkpoint
 
 
+UNET_CHECKPOINT_FORMAT = "diffusion-walkthrough unet checkpoint v1"
+PICTURES_CHECKPOINT = OUTPUTS / "pictures" / "unet.pt"
+PICTURES_COMMAND = "python scripts/08_pictures.py"
+
+
+def save_unet_checkpoint(path, model, schedule, args, iteration, **state):
+    """Write a UNet of chapters 8-9 atomically: its config and weights, the schedule it was
+    trained with (a UNet's schedule is its own, not chapter 1's), the digits' constants, the run's
+    arguments and any further `state`, all plain data (loads with weights_only=True)."""
+    import digits  # here, not at the top: the roll's chapters need no scikit-learn
+
+    checkpoint = {
+        "format": UNET_CHECKPOINT_FORMAT,
+        "model_config": dict(model.config),
+        "model_state": model.state_dict(),
+        "beta": schedule.beta.detach().cpu().double(),
+        "data": {"levels": digits.LEVELS, "side": digits.SIDE, "split_seed": digits.SPLIT_SEED},
+        "args": {key: (str(value) if isinstance(value, pathlib.Path) else value)
+                 for key, value in vars(args).items()},
+        "iteration": iteration,
+        **state,
+    }
+    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+    replace_atomically(path, lambda temporary: torch.save(checkpoint, temporary))
+
+
+def load_unet_checkpoint(path, device="cpu", made_by=PICTURES_COMMAND, conditional=None, weights="model_state"):
+    """Load a checkpoint written by save_unet_checkpoint: returns (model, schedule, checkpoint).
+    conditional=True demands a UNet with labels (n_classes set), False one without, None either.
+    Raises CheckpointError with one line naming the problem and the command that makes a good one:
+    a missing or unreadable file, a roll checkpoint, another data set, the wrong kind of UNet."""
+    import digits
+    from unet import UNet
+
+    path = pathlib.Path(path)
+    retrain = f"run `{made_by}` to make one"
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: {retrain}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated file, random bytes, pickled code: all unreadable
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated, corrupt or not a "
+                              f"torch file: {type(error).__name__}): {retrain}")
+    kind = checkpoint.get("format", "") if isinstance(checkpoint, dict) else ""
+    if kind == CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} holds a Swiss-roll model of chapters 3-7, not a UNet on digits: {retrain}")
+    if kind != UNET_CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is a torch file but not a UNet checkpoint of this walkthrough: {retrain}")
+    expected = {"levels": digits.LEVELS, "side": digits.SIDE, "split_seed": digits.SPLIT_SEED}
+    if checkpoint.get("data") != expected:
+        raise CheckpointError(f"{path} was trained on other data ({checkpoint.get('data')}, this code "
+                              f"uses {expected}): {retrain} again")
+    labels = checkpoint["model_config"].get("n_classes")
+    if conditional is True and labels is None:
+        raise CheckpointError(f"{path} holds an unconditional UNet, and a conditional one (with labels) "
+                              f"is needed here: {retrain}")
+    if conditional is False and labels is not None:
+        raise CheckpointError(f"{path} holds a UNet conditioned on {labels} labels, and an unconditional "
+                              f"one is needed here: {retrain}")
+    try:
+        model = UNet(**checkpoint["model_config"])
+        model.load_state_dict(checkpoint[weights])
+        schedule = common.schedule_from_beta(checkpoint["beta"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{path} holds a UNet of another shape than this code builds "
+                              f"({type(error).__name__}): {retrain} again")
+    return model.to(device).eval(), schedule, checkpoint
+
+
 # --- figures -----------------------------------------------------------------------------------
 
 def save_figure(fig, path):
