@@ -16,9 +16,7 @@ which pays for the Bayes-optimal yardsticks it is compared with.
 """
 import argparse
 import math
-import os
 import pathlib
-import signal
 import time
 
 import matplotlib.pyplot as plt
@@ -48,15 +46,6 @@ def learning_rate(i, iters, peak):
     return peak * 0.5 * (1.0 + math.cos(math.pi * (i - warmup) / (iters - warmup)))
 
 
-def resume_command(parser, args):
-    """The command that continues this run: --resume plus every option not at its default."""
-    words = ["python", "scripts/03_train.py", "--resume"]
-    for name, value in vars(args).items():
-        if name != "resume" and value != parser.get_default(name):
-            words += ["--" + name.replace("_", "-"), str(value)]
-    return " ".join(words)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     plumbing.add_training_args(parser, ITERS, BATCH_SIZE, LR, "the bound K")
@@ -70,14 +59,7 @@ def main():
     plumbing.add_standard_args(parser)
     args, device, generator = plumbing.parse_and_prepare(parser)
     plumbing.output_file_or_exit(parser, args.checkpoint, "the checkpoint")
-    # Products of tiny numbers (beta_1 = 1e-5, squared, times small gradients) can reach denormal
-    # floats, which CPUs handle slowly; flushing them to zero measured about 6% faster here,
-    # with the same K to every printed digit.
-    torch.set_flush_denormal(True)
-    # Two CPU threads may add up the per-step biases' gradients in either order, which changes
-    # the last bits of the weights from run to run; deterministic kernels cost nothing here.
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what cuda needs for them
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    plumbing.prepare_training()
 
     schedule = common.make_schedule()
     T = schedule.T
@@ -85,66 +67,39 @@ def main():
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     start = 0
     if args.resume:
-        try:
-            model, _, checkpoint = plumbing.load_checkpoint(args.checkpoint, device)
-        except plumbing.CheckpointError as error:
-            parser.exit(1, f"error: cannot resume: {error}\n")
-        # A resumed run must be the run that stopped: the same length, step size, batch and model.
-        for name in RESUMED_SETTINGS:
-            if checkpoint["args"].get(name) != getattr(args, name):
-                option = "--" + name.replace("_", "-")
-                parser.exit(1, f"error: cannot resume: {args.checkpoint} was trained with {option} "
-                               f"{checkpoint['args'].get(name)}, not {getattr(args, name)}; resume with "
-                               f"{option} {checkpoint['args'].get(name)}, or start afresh without --resume\n")
-        optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-        optimizer.load_state_dict(checkpoint["optimizer_state"])
-        generator.set_state(checkpoint["generator_state"])
-        start = checkpoint["iteration"]
-        print(f"resuming from {args.checkpoint} at iteration {start}")
+        start = plumbing.resume(parser, args, RESUMED_SETTINGS, model, optimizer, generator)["iteration"]
     model.train()
     reverse = common.reverse_of(model, schedule)
     entropy = common.entropy_part(schedule)
-
-    # Ctrl-C only raises a flag: the iteration under way finishes, so what is saved is a
-    # completed state, never weights caught half-way through an optimizer step.
-    interrupted = []
-    signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
 
     # The loop (README, chapter 3): -K = (T - 1) E_t[KL_t] - entropy terms.
     curve, done = [], start
     began = time.perf_counter()
     bar = tqdm(range(start, args.iters), initial=start, total=args.iters, desc="training")
-    for i in bar:
-        if interrupted:
-            break
-        x0 = roll.swiss_roll(args.batch_size, generator).to(device)
-        t = torch.randint(2, T + 1, (args.batch_size,), generator=generator).to(device)
-        kl = common.kl_one_step(reverse, x0, t, schedule, generator)
-        loss = (T - 1) * kl.mean() - entropy
-        if not torch.isfinite(loss):
-            bar.close()
-            parser.exit(1, f"error: the loss became {loss.item()} at iteration {i + 1}, so training "
-                           f"stopped and no checkpoint was written; the learning rate {args.lr:g} is "
-                           f"probably too high: try a smaller --lr, such as the default {LR:g}\n")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(i, args.iters, args.lr)
-        optimizer.step()
-        done = i + 1
-        curve.append(-loss.item())
-        if done % LOG_EVERY == 0:
-            bar.set_postfix(K_bits=f"{common.nats_to_bits(sum(curve[-LOG_EVERY:]) / LOG_EVERY):.2f}")
+    with plumbing.stop_on_ctrl_c() as interrupted:
+        for i in bar:
+            if interrupted:
+                break
+            x0 = roll.swiss_roll(args.batch_size, generator).to(device)
+            t = torch.randint(2, T + 1, (args.batch_size,), generator=generator).to(device)
+            kl = common.kl_one_step(reverse, x0, t, schedule, generator)
+            loss = (T - 1) * kl.mean() - entropy
+            plumbing.exit_if_not_finite(parser, loss, i + 1, args.lr, LR, bar)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(i, args.iters, args.lr)
+            optimizer.step()
+            done = i + 1
+            curve.append(-loss.item())
+            if done % LOG_EVERY == 0:
+                bar.set_postfix(K_bits=f"{common.nats_to_bits(sum(curve[-LOG_EVERY:]) / LOG_EVERY):.2f}")
     bar.close()
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops the rest at once
-    state = {"optimizer_state": optimizer.state_dict(), "generator_state": generator.get_state()}
-    if interrupted:
-        plumbing.save_checkpoint(args.checkpoint, model, schedule, args, done, **state)
-        print(f"interrupted: saved the state after iteration {done} of {args.iters} to "
-              f"{args.checkpoint}; continue with: {resume_command(parser, args)}")
-        raise SystemExit(130)
     seconds = time.perf_counter() - began
-    plumbing.save_checkpoint(args.checkpoint, model, schedule, args, done, **state)
+    plumbing.save_checkpoint(args.checkpoint, model, schedule, args, done,
+                             optimizer_state=optimizer.state_dict(), generator_state=generator.get_state())
+    if interrupted:
+        plumbing.exit_interrupted(parser, args, done, "scripts/03_train.py")
 
     # Held-out K: fresh points from their own seed, every t summed exactly (not sampled).
     model.eval()

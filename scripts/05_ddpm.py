@@ -19,7 +19,6 @@ drops), 05_kl_per_step.png (the variances and where each loses its bits) and 05_
 """
 import argparse
 import math
-import os
 import pathlib
 import time
 
@@ -125,9 +124,7 @@ def main():
     args, device, generator = plumbing.parse_and_prepare(parser)
     if not args.reuse:
         plumbing.output_file_or_exit(parser, args.checkpoint, "the checkpoint", example="ddpm.pt")
-    # Two CPU threads may add up the per-step biases' gradients in either order (chapter 3).
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    plumbing.prepare_training()
     # Built before any other model, so its initial weights depend on --seed alone.
     eps_network = ReverseModel(covariance="none").to(device)
     try:
