@@ -13,17 +13,34 @@ Levels and the continuous pixels a diffusion model sees:
   z = 2 (k + u) / 17 - 1), so the model learns a density on [-1, 1)^64, not 17 spikes, and its
   bound becomes a bound on the discrete digits (README chapter 8, "Bits per pixel");
 - a sample z goes back to the level whose bin holds it (`to_levels`).
+
+What samples are worth (README chapter 8, "Samples and what they are worth"), all on levels:
+- a digit classifier fitted to the training split alone: the share of samples it calls with
+  confidence above CONFIDENT, beside the held-out digits' own share, and its predicted-class
+  counts against uniform (a chi-square test: the data are about 10% of each digit);
+- a classifier two-sample test (Lopez-Paz & Oquab, 2017): the cross-validated accuracy of a
+  classifier asked to tell two sets of images apart, 0.5 when it cannot;
+- memorisation: each sample's nearest training digit; a sample whose every pixel is within
+  COPY_LEVELS of a training digit's is a copy (held-out digits are 3 levels or more from every
+  training digit somewhere, so no real digit is called a copy).
 """
+import warnings
+
 import numpy as np
+import scipy.stats
 import torch
 from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test_split
+from sklearn.svm import SVC
 
 LEVELS = 17          # grey levels 0..16
 SIDE = 8             # images are SIDE x SIDE
 PIXELS = SIDE * SIDE
 N_HELDOUT = 297      # held-out digits (the rest, 1,500, train)
 SPLIT_SEED = 0       # the split's own seed: change it and every number of chapters 8-9 moves
+CONFIDENT = 0.9      # a classifier's probability above which a digit counts as clearly drawn
+COPY_LEVELS = 1      # a copy: every pixel within this many levels of one training digit
+FOLDS = 5            # cross-validation folds of the two-sample test
 
 
 def load_split():
@@ -60,3 +77,88 @@ def dequantise(levels, generator=None):
     """A fresh uniformly dequantised copy of a batch of levels (float32 (n, 1, 8, 8))."""
     k = torch.as_tensor(levels)
     return to_unit(k, torch.rand(k.shape, generator=generator))
+
+
+# --- what samples are worth ---------------------------------------------------------------------
+
+def features(levels):
+    """Images of levels (n, 8, 8) as the classifiers' inputs: (n, 64) floats in [0, 1]."""
+    return np.asarray(levels, dtype=np.float64).reshape(-1, PIXELS) / (LEVELS - 1)
+
+
+def make_classifier():
+    """An RBF support-vector classifier with libsvm's probabilities (Platt scaling on internal
+    folds, then pairwise coupling of the 45 one-against-one pairs). scikit-learn 1.9 deprecates
+    probability=True in favour of CalibratedClassifierCV(SVC(), ensemble=False), but that one,
+    measured here, calls 68% of images of random levels and 70% of blends of two different
+    digits a digit with confidence above 0.9 (this one: 0% and 4%), which would make any sampler
+    look good; scikit-learn is pinned at 1.9, where probability=True still works."""
+    return SVC(probability=True, random_state=0)
+
+
+def fit_digit_classifier(train_levels, train_labels):
+    """The digit classifier of the sample scores, fitted to the training split only (about 99%
+    held-out accuracy): the held-out digits are never seen, so their scores are a fair yardstick."""
+    with warnings.catch_warnings():   # the deprecation of probability=True (make_classifier)
+        warnings.simplefilter("ignore", FutureWarning)
+        return make_classifier().fit(features(train_levels), train_labels)
+
+
+def confident_share(classifier, levels, threshold=CONFIDENT):
+    """(share, predicted): the share of images the classifier calls with probability above
+    threshold, and its predicted digit for each."""
+    probability = classifier.predict_proba(features(levels))
+    return float((probability.max(axis=1) > threshold).mean()), classifier.classes_[probability.argmax(axis=1)]
+
+
+def class_counts(predicted, n_classes=10):
+    """(counts, p): how many images were called each digit, and the chi-square test's p-value of
+    those counts against the uniform 1/10 (small p: some digits are drawn too often)."""
+    counts = np.bincount(np.asarray(predicted), minlength=n_classes)
+    return counts, float(scipy.stats.chisquare(counts).pvalue)
+
+
+def two_sample_accuracy(levels_a, levels_b, seed=0):
+    """The classifier two-sample test: the same number of images from each set (the smaller
+    set's size, drawn at random from the larger), each labelled by its set, and the mean accuracy
+    over FOLDS stratified folds of a classifier trained to tell them apart. 0.5: it cannot; a
+    chance accuracy has standard deviation about 0.5 / sqrt(2 n)."""
+    rng = np.random.default_rng(seed)
+    n = min(len(levels_a), len(levels_b))
+    a = features(levels_a)[rng.permutation(len(levels_a))[:n]]
+    b = features(levels_b)[rng.permutation(len(levels_b))[:n]]
+    x, y = np.concatenate([a, b]), np.repeat([0, 1], n)
+    folds = StratifiedKFold(FOLDS, shuffle=True, random_state=seed)
+    return float(cross_val_score(SVC(), x, y, cv=folds).mean())
+
+
+def nearest_training(levels, train_levels):
+    """For each image, its nearest training digit in Euclidean distance on levels: (index,
+    distance, largest pixel gap in levels to that digit), numpy arrays of length n."""
+    x = torch.as_tensor(np.asarray(levels, dtype=np.float64).reshape(-1, PIXELS))
+    train = torch.as_tensor(np.asarray(train_levels, dtype=np.float64).reshape(-1, PIXELS))
+    distance, index = torch.cdist(x, train).min(dim=1)
+    gap = (x - train[index]).abs().amax(dim=1)
+    return index.numpy(), distance.numpy(), gap.numpy()
+
+
+def score_samples(levels, split, classifier, seed=0, against=None):
+    """Every sample score of chapters 8-9 for images of levels (n, 8, 8), as a dict: confident
+    (share above CONFIDENT), counts and counts_p (against uniform), two_sample (against
+    `against`, by default the held-out digits), copies (share within COPY_LEVELS of a training
+    digit) and nearest_distance (median distance to the nearest training digit). `split` is
+    load_split()'s tuple, classifier fit_digit_classifier's."""
+    train_x, _, heldout_x, _ = split
+    confident, predicted = confident_share(classifier, levels)
+    counts, counts_p = class_counts(predicted)
+    _, distance, gap = nearest_training(levels, train_x)
+    return {"confident": confident, "counts": counts, "counts_p": counts_p,
+            "two_sample": two_sample_accuracy(levels, heldout_x if against is None else against, seed),
+            "copies": float((gap <= COPY_LEVELS).mean()), "nearest_distance": float(np.median(distance))}
+
+
+def real_digit_scores(split, classifier, seed=0):
+    """The same scores for real digits, the yardsticks printed beside a model's: the held-out
+    digits' confident share, counts and distance to their nearest training digit, and the
+    two-sample test of the held-out digits against the training ones."""
+    return score_samples(split[2], split, classifier, seed, against=split[0])

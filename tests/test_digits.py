@@ -1,6 +1,9 @@
 """The digits of chapters 8-9 (scripts/digits.py): the split is fixed, stratified and disjoint,
-and the map between levels and pixels is the one the README states."""
+the map between levels and pixels is the one the README states, and the sample scores measure
+what they claim (confidence, class balance, the two-sample test, copies)."""
 import numpy as np
+import pytest
+import scipy.stats
 import torch
 
 import digits
@@ -48,3 +51,72 @@ def test_sinusoidal_codes_have_inner_products_that_depend_only_on_the_gap():
     inner = (e_t * e_s).sum(dim=1).numpy()
     assert np.allclose(inner, np.cos(w * 7.0).sum(), atol=1e-3), (inner, np.cos(w * 7.0).sum())
     assert (sinusoidal_embedding(t, dim) - sinusoidal_embedding(t + 1, dim)).abs().max() > 0.1
+
+
+# --- the sample scores -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def split_and_classifier():
+    """The fixed split and the digit classifier fitted to its training part (a fraction of a second)."""
+    split = digits.load_split()
+    return split, digits.fit_digit_classifier(split[0], split[1])
+
+
+def test_the_digit_classifier_knows_real_digits_and_doubts_noise(split_and_classifier):
+    """Fitted to the training split, it names >= 97% of held-out digits right and calls most of
+    them confidently; images of random levels, and blends of two different digits, it calls
+    confidently at most 10% of the time (a classifier confident about everything would make any
+    sampler look good: scikit-learn's suggested CalibratedClassifierCV(SVC()) fails this)."""
+    (train_x, train_y, held_x, held_y), classifier = split_and_classifier
+    share, predicted = digits.confident_share(classifier, held_x)
+    accuracy = (predicted == held_y).mean()
+    assert accuracy >= 0.97 and share >= 0.8, (accuracy, share)
+    noise = np.random.default_rng(0).integers(0, 17, (300, 8, 8))
+    assert digits.confident_share(classifier, noise)[0] <= 0.1
+    first, second = np.arange(0, 300), np.arange(300, 600)
+    different = train_y[first] != train_y[second]
+    blends = (train_x[first][different] + train_x[second][different]) // 2
+    assert digits.confident_share(classifier, blends)[0] <= 0.1
+
+
+def test_class_counts_test_is_pearsons_chi_square_against_uniform():
+    """p-values checked against sum (o - e)^2 / e and the chi-square tail with 9 degrees of
+    freedom: a balanced set is not rejected, a set missing one digit is (p < 0.01)."""
+    for counts in ([100] * 10, [100] * 9 + [40], [111] * 9 + [0]):
+        predicted = np.repeat(np.arange(10), counts)
+        got, p = digits.class_counts(predicted)
+        expected = np.full(10, sum(counts) / 10)
+        statistic = ((np.array(counts) - expected) ** 2 / expected).sum()
+        assert np.array_equal(got, counts) and np.isclose(p, scipy.stats.chi2.sf(statistic, 9)), (p, statistic)
+    assert digits.class_counts(np.repeat(np.arange(10), [100] * 10))[1] > 0.99
+    assert digits.class_counts(np.repeat(np.arange(10), [111] * 9 + [0]))[1] < 0.01
+
+
+def test_the_two_sample_test_scores_one_half_on_real_digits_and_sees_a_shift(split_and_classifier):
+    """Two random halves of the training digits: accuracy within 3 chance standard deviations of
+    0.5. The same digits against copies moved one pixel to the right: well above 0.5."""
+    (train_x, _, _, _), _ = split_and_classifier
+    order = np.random.default_rng(1).permutation(len(train_x))
+    a, b = train_x[order[:750]], train_x[order[750:]]
+    accuracy = digits.two_sample_accuracy(a, b, seed=0)
+    assert abs(accuracy - 0.5) < 3 * 0.5 / np.sqrt(1500), accuracy
+    moved = np.roll(b, 1, axis=2)
+    assert digits.two_sample_accuracy(a, moved, seed=0) > 0.8
+
+
+def test_memorisation_flags_a_planted_copy_and_passes_held_out_digits(split_and_classifier):
+    """Training digits with one level added or taken at random pixels are copies, found at their
+    own index; no held-out digit is a copy; the distances are the brute-force ones."""
+    (train_x, _, held_x, _), _ = split_and_classifier
+    rng = np.random.default_rng(0)
+    source = rng.choice(len(train_x), 20, replace=False)
+    planted = np.clip(train_x[source] + rng.integers(-1, 2, (20, 8, 8)), 0, 16)
+    index, distance, gap = digits.nearest_training(planted, train_x)
+    assert np.array_equal(index, source) and np.all(gap <= digits.COPY_LEVELS)
+    _, held_distance, held_gap = digits.nearest_training(held_x, train_x)
+    assert np.all(held_gap > digits.COPY_LEVELS), held_gap.min()
+    brute = np.sqrt(((held_x[:5, None].astype(float) - train_x[None].astype(float)) ** 2).sum(axis=(2, 3))).min(1)
+    assert np.allclose(held_distance[:5], brute)
+    mixed = np.concatenate([planted, held_x[:80]])
+    split = (train_x, None, held_x, None)
+    assert digits.score_samples(mixed, split, split_and_classifier[1])["copies"] == pytest.approx(0.2)
