@@ -9,10 +9,12 @@ eps-networks: `network(x_t, t, label)` for the conditional UNet, and for the sam
 function `eps_at(x_t, t)` of the (respaced) chain's step t, e.g.
 `ddim.on_respaced_steps(guided(unet, label, w), t_of)`.
 """
+import math
+
 import torch
 
 import common
-import ddim
+import ddpm
 
 MASKS = ("lower", "left", "centre", "random")   # which pixels inpainting must fill in
 INPAINTERS = ("replacement", "repaint", "reconstruction")
@@ -70,12 +72,30 @@ def guided(network, label, w, null_label=None):
 
 # --- the reverse step every sampler here takes -------------------------------------------------
 
-def reverse_step(x_t, eps, t, schedule, z, eta=1.0):
-    """x_{t-1} from x_t: DDIM's step (ddim.ddim_step) with noise sigma z. On a respaced schedule
-    eta = 1 is the ancestral step with the posterior's variance sigma_tilde_t^2 (DDPM's sampler
-    on the shorter chain); into t - 1 = 0 sigma is 0 and the step returns x0_hat."""
-    mean, _ = ddim.ddim_step(x_t, eps, t, schedule, eta)
-    return mean + ddim.ddim_sigma(t, schedule, eta).to(x_t) * z
+VARIANCES = ("beta", "posterior")   # the reverse step's variance sigma_t^2 (README, chapter 5)
+
+
+def reverse_step(x_t, eps, t, schedule, z, variance="beta"):
+    """x_{t-1} from x_t, DDPM's Algorithm 2 on `schedule` (a respaced one for fewer steps):
+    mean mu_tilde(x_t, x0_hat) (ddpm.ddpm_mean), plus sigma_t z with sigma_t^2 = beta_t
+    (variance="beta", the larger of DDPM's two choices) or sigma_tilde_t^2 (the posterior's, which
+    on a respaced chain is DDIM with eta = 1). For t = 1, eq. 44's fixed kernel
+    N(sqrt(1 - beta_1) x_1, beta_1 I), as in chapters 3-8 (eps is not used there: None)."""
+    if t == 1:
+        mean, _ = common.q_step(x_t, 1, schedule)
+        return mean + math.sqrt(float(schedule.beta[1])) * z
+    if variance == "beta":
+        var = schedule.beta[t]
+    elif variance == "posterior":
+        var = common.posterior_coefficients(t, schedule, schedule.beta)[2]
+    else:
+        raise ValueError(f"variance must be one of {', '.join(VARIANCES)}, got {variance!r}")
+    return ddpm.ddpm_mean(x_t, eps, t, schedule) + math.sqrt(float(var)) * z
+
+
+def eps_or_none(eps_at, x_t, t):
+    """The network's eps at step t for the whole batch, None at t = 1 (the fixed kernel)."""
+    return None if t == 1 else eps_at(x_t, _steps(t, x_t.shape[0], x_t.device))
 
 
 def _noise(shape, generator, device):
@@ -85,13 +105,13 @@ def _noise(shape, generator, device):
 
 
 @torch.no_grad()
-def sample(eps_at, n, schedule, generator=None, device="cpu", eta=1.0):
-    """Ancestral sampling of n images: x_T ~ N(0, I), then reverse_step for t = T..1 (one noise
-    draw z per step, the last one's multiplied by sigma = 0)."""
+def sample(eps_at, n, schedule, generator=None, device="cpu", variance="beta"):
+    """Ancestral sampling of n images: x_T ~ N(0, I), then reverse_step for t = T..1, one noise
+    draw z per step."""
     shape = (n, 1, 8, 8)
     x = _noise(shape, generator, device)
     for t in range(schedule.T, 0, -1):
-        x = reverse_step(x, eps_at(x, _steps(t, n, device)), t, schedule, _noise(shape, generator, device), eta)
+        x = reverse_step(x, eps_or_none(eps_at, x, t), t, schedule, _noise(shape, generator, device), variance)
     return x
 
 
@@ -157,7 +177,7 @@ def reconstruction_gradient(eps_at, x_t, t, schedule, x0, mask):
 
 
 def inpaint(eps_at, x0, mask, schedule, method="replacement", resample=1, jump=1, zeta=1.0,
-            generator=None, trajectory=None):
+            generator=None, trajectory=None, variance="beta"):
     """Complete the hidden pixels (mask 0) of the digits x0 (n, 1, 8, 8), sampling from T to 0.
 
     - "replacement": after each reverse step the known pixels are replaced by a draw of
@@ -169,13 +189,15 @@ def inpaint(eps_at, x0, mask, schedule, method="replacement", resample=1, jump=1
       (Chung et al.'s normalisation), the known pixels put in at the very end only.
     One noise draw z per step serves both the model's pixels and the known ones (they are
     different pixels), so with nothing known this is `sample` with the same seed. `trajectory`,
-    a dict, receives x_t for every t (after the last pass), for the tests."""
+    a dict, receives x_t for every t (after the last pass)."""
     if method not in INPAINTERS:
         raise ValueError(f"method must be one of {', '.join(INPAINTERS)}, got {method!r}")
     n, device = x0.shape[0], x0.device
     mask = mask.to(x0).expand_as(x0)
     passes, jump = (resample, jump) if method == "repaint" else (1, 1)
     x = _noise(x0.shape, generator, device)
+    if trajectory is not None:
+        trajectory[schedule.T] = x.clone()
     t_hi = schedule.T
     while t_hi > 0:
         t_lo = max(t_hi - jump, 0)
@@ -183,22 +205,24 @@ def inpaint(eps_at, x0, mask, schedule, method="replacement", resample=1, jump=1
             if k > 0:
                 x = jump_forward(x, t_lo, t_hi, schedule, generator)
             for t in range(t_hi, t_lo, -1):
-                x = _step(eps_at, x, t, schedule, x0, mask, method, zeta, generator)
+                x = _step(eps_at, x, t, schedule, x0, mask, method, zeta, generator, variance)
                 if trajectory is not None:
                     trajectory[t - 1] = x.detach().clone()
         t_hi = t_lo
     return join(x0, x, mask) if method == "reconstruction" else x
 
 
-def _step(eps_at, x_t, t, schedule, x0, mask, method, zeta, generator):
+def _step(eps_at, x_t, t, schedule, x0, mask, method, zeta, generator, variance):
     """One step of `inpaint` from t to t - 1."""
     z = _noise(x_t.shape, generator, x_t.device)
-    if method == "reconstruction":
+    if method == "reconstruction" and t > 1:
         eps, gradient, error = reconstruction_gradient(eps_at, x_t, t, schedule, x0, mask)
-        x_prev = reverse_step(x_t, eps, t, schedule, z)
+        x_prev = reverse_step(x_t, eps, t, schedule, z, variance)
         return x_prev - (zeta / error.clamp_min(1e-8)).reshape(-1, 1, 1, 1) * gradient
     with torch.no_grad():
-        x_prev = reverse_step(x_t, eps_at(x_t, _steps(t, x_t.shape[0], x_t.device)), t, schedule, z)
+        x_prev = reverse_step(x_t, eps_or_none(eps_at, x_t, t), t, schedule, z, variance)
+    if method == "reconstruction":
+        return x_prev
     return join(known_pixels(x0, t - 1, schedule, z), x_prev, mask)
 
 
