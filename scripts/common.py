@@ -133,8 +133,10 @@ def x0_from_eps(x_t, eps, t, schedule):
 
 # --- Gaussians ---------------------------------------------------------------------------------
 #
-# Points are 2-D, so the three operations a 2x2 covariance [[a, b], [b, c]] needs are written out
-# in closed form: batched torch.linalg calls on thousands of tiny matrices are ten times slower.
+# The roll's points are 2-D, so the two operations a 2x2 covariance [[a, b], [b, c]] needs are
+# written out in closed form: batched torch.linalg calls on thousands of tiny matrices are ten
+# times slower. Images (chapter 8: D = 64 pixels) go through torch.linalg (`cholesky`,
+# `inverse_and_logdet`), with the same formulas above them.
 
 def cholesky_2x2(cov):
     """The lower-triangular L with L L^T = cov: L = [[sqrt(a), 0], [b / sqrt(a), sqrt(c - b^2 / a)]]
@@ -155,20 +157,50 @@ def inverse_and_logdet_2x2(cov):
     return inverse / det[..., None, None], torch.log(det)
 
 
+def is_diagonal(cov):
+    """Whether every matrix of a batch (..., d, d) is diagonal, as the isotropic steps' are."""
+    return bool((cov == torch.diag_embed(torch.diagonal(cov, dim1=-2, dim2=-1))).all())
+
+
+def cholesky(cov):
+    """The lower-triangular L with L L^T = cov, for covariances of any size: cholesky_2x2's closed
+    form for 2 x 2; the square root of the diagonal for diagonal ones (the images' isotropic
+    steps, where a general factorisation of 64 x 64 matrices would cost most of the time);
+    torch.linalg otherwise. A zero covariance gives L = 0."""
+    if cov.shape[-1] == 2:
+        return cholesky_2x2(cov)
+    if is_diagonal(cov):
+        return torch.diag_embed(torch.sqrt(torch.diagonal(cov, dim1=-2, dim2=-1)))
+    return torch.linalg.cholesky(cov)
+
+
+def inverse_and_logdet(cov):
+    """cov^-1 and log det cov for covariances of any size: inverse_and_logdet_2x2's closed form for
+    2 x 2; 1 / diagonal and sum log diagonal for diagonal ones; otherwise from the Cholesky factor
+    L, log det = 2 sum log diag L."""
+    if cov.shape[-1] == 2:
+        return inverse_and_logdet_2x2(cov)
+    if is_diagonal(cov):
+        diagonal = torch.diagonal(cov, dim1=-2, dim2=-1)
+        return torch.diag_embed(1.0 / diagonal), torch.log(diagonal).sum(-1)
+    factor = torch.linalg.cholesky(cov)
+    return torch.cholesky_inverse(factor), 2.0 * torch.log(torch.diagonal(factor, dim1=-2, dim2=-1)).sum(-1)
+
+
 def sample_gaussian(mean, cov, generator=None):
     """One draw from N(mean, cov) per row: mean + L z with cov = L L^T and z ~ N(0, I).
     z is drawn on the CPU, where seeded generators live, so a seed means the same noise on
     every device."""
     z = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
-    return mean + (cholesky_2x2(cov) @ z.unsqueeze(-1)).squeeze(-1)
+    return mean + (cholesky(cov) @ z.unsqueeze(-1)).squeeze(-1)
 
 
 def kl_gaussian(mean_q, cov_q, mean_p, cov_p):
     """KL(N(mean_q, cov_q) || N(mean_p, cov_p)) per row:
     1/2 [ tr(cov_p^-1 cov_q) + (mean_p - mean_q)^T cov_p^-1 (mean_p - mean_q) - d
           + log det cov_p - log det cov_q ]."""
-    precision_p, logdet_p = inverse_and_logdet_2x2(cov_p)
-    _, logdet_q = inverse_and_logdet_2x2(cov_q)
+    precision_p, logdet_p = inverse_and_logdet(cov_p)
+    _, logdet_q = inverse_and_logdet(cov_q)
     diff = (mean_p - mean_q).unsqueeze(-1)
     trace = (precision_p * cov_q.transpose(-1, -2)).sum(dim=(-2, -1))
     mahalanobis = (diff.transpose(-1, -2) @ precision_p @ diff)[..., 0, 0]
@@ -178,7 +210,7 @@ def kl_gaussian(mean_q, cov_q, mean_p, cov_p):
 def log_gaussian(x, mean, cov):
     """log N(x; mean, cov) per row:
     -1/2 [ (x - mean)^T cov^-1 (x - mean) + log det cov + d log(2 pi) ]."""
-    precision, logdet = inverse_and_logdet_2x2(cov)
+    precision, logdet = inverse_and_logdet(cov)
     diff = (x - mean).unsqueeze(-1)
     mahalanobis = (diff.transpose(-1, -2) @ precision @ diff)[..., 0, 0]
     return -0.5 * (mahalanobis + logdet + x.shape[-1] * math.log(2.0 * math.pi))
@@ -233,13 +265,14 @@ def reverse_of(network, schedule):
 
 
 @torch.no_grad()
-def sample_chain(reverse, n, T=T, generator=None, device="cpu"):
+def sample_chain(reverse, n, T=T, generator=None, device="cpu", d=D):
     """Ancestral sampling: x_T ~ N(0, I), then x_{t-1} ~ p(x_{t-1} | x_t) for t = T, ..., 1.
 
-    Returns the whole trajectory, a list of T + 1 tensors (n, D) indexed by t: trajectory[0] is
-    x0, the samples. Every step is applied, the fixed last one p(x0 | x1) included."""
+    Returns the whole trajectory, a list of T + 1 tensors (n, d) indexed by t: trajectory[0] is
+    x0, the samples. Every step is applied, the fixed last one p(x0 | x1) included. d is the
+    dimension of a point: 2 for the roll, 64 for chapter 8's images."""
     trajectory = [None] * (T + 1)
-    trajectory[T] = torch.randn(n, D, generator=generator).to(device)
+    trajectory[T] = torch.randn(n, d, generator=generator).to(device)
     for t in range(T, 0, -1):
         trajectory[t - 1] = sample_gaussian(*reverse(trajectory[t], t), generator)
     return trajectory
@@ -247,10 +280,11 @@ def sample_chain(reverse, n, T=T, generator=None, device="cpu"):
 
 # --- the bound K (paper eq. 14; README, chapter 3) -------------------------------------------
 
-def entropy_part(schedule):
-    """H_q(X_T | X_0) - H_q(X_1 | X_0) - H_p(X_T): the one number in K that no network changes."""
-    return (gaussian_entropy(1.0 - schedule.alpha_bar[schedule.T]) - gaussian_entropy(schedule.beta[1])
-            - gaussian_entropy(1.0))
+def entropy_part(schedule, d=D):
+    """H_q(X_T | X_0) - H_q(X_1 | X_0) - H_p(X_T): the one number in K that no network changes
+    (points of dimension d)."""
+    return (gaussian_entropy(1.0 - schedule.alpha_bar[schedule.T], d) - gaussian_entropy(schedule.beta[1], d)
+            - gaussian_entropy(1.0, d))
 
 
 def kl_one_step(reverse, x0, t, schedule, generator=None):
@@ -272,7 +306,7 @@ def kl_all_steps(reverse, x0, schedule, generator=None):
     return kl
 
 
-def bound_K(kl, schedule):
+def bound_K(kl, schedule, d=D):
     """K = - sum_{t=2..T} KL_t + H_q(X_T | X_0) - H_q(X_1 | X_0) - H_p(X_T), per point (nats),
-    from the table of kl_all_steps."""
-    return entropy_part(schedule) - kl.sum(dim=1)
+    from the table of kl_all_steps (points of dimension d)."""
+    return entropy_part(schedule, d) - kl.sum(dim=1)

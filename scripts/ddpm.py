@@ -28,12 +28,12 @@ def eps_weight(t, schedule, var):
     return beta_t ** 2 / (2.0 * var * (1.0 - beta_t) * (1.0 - alpha_bar_t))
 
 
-def best_isotropic_variance(t, schedule, mean_sq_x0_error):
+def best_isotropic_variance(t, schedule, mean_sq_x0_error, d=D):
     """The variance s^2 of p(x_{t-1} | x_t) = N(mu_theta, s^2 I) that maximises the bound's term t
     for a fixed mean mu_theta = mu_tilde(x_t, x0_hat): sigma_tilde_t^2 + c_t^2 E||x0 - x0_hat||^2 / d,
     the posterior's own variance plus the mean's error spread over the d directions."""
     c_t, _, sigma_tilde2 = common.posterior_coefficients(t, schedule, torch.zeros((), dtype=torch.float64))
-    return sigma_tilde2 + c_t ** 2 * mean_sq_x0_error / D
+    return sigma_tilde2 + c_t ** 2 * mean_sq_x0_error / d
 
 
 def analytic_variance(t, schedule, mean_sq_eps, x0_half_range=None):

@@ -1,0 +1,215 @@
+"""Chapter 8's math (scripts/pictures.py) and script (scripts/08_pictures.py): the bound in bits
+per pixel against a data set whose entropy is known exactly, the bound against chapter 7's
+sampled log weights, the baselines against direct computations, chapters 1-7's Gaussians in 64
+dimensions, and the script end to end with tiny settings and its one-line refusals."""
+import argparse
+import math
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+
+import common
+import ddpm
+import digits
+import likelihood
+import pictures
+import plumbing
+from model import ReverseModel
+from test_robustness import call_main, the_error_line
+from unet import UNet
+
+# Independent pixels, every pixel with these level probabilities (a made-up digit-like law:
+# mostly background, some ink): entropy known exactly.
+LEVEL_P = np.array([0.55, 0.05, 0.03, 0.02, 0.02, 0.02, 0.02, 0.02, 0.02, 0.02, 0.02, 0.02, 0.03,
+                    0.03, 0.04, 0.05, 0.04])
+
+
+def independent_levels(n, seed):
+    return np.random.default_rng(seed).choice(17, size=(n, 8, 8), p=LEVEL_P)
+
+
+def bayes_eps_for_independent_pixels(schedule):
+    """E[eps | x_t] for dequantised independent pixels, in closed form: given x_t = a x0 + s eps,
+    x0's likelihood is N(x0; m, r^2) with m = x_t / a, r = s / a, and its prior LEVEL_P[k] / (2/17)
+    on bin k = [l_k, u_k), so the posterior is a mixture of normals truncated to the bins, with
+    weights LEVEL_P[k] (Phi(beta_k) - Phi(alpha_k)) and means m - r (phi(beta_k) - phi(alpha_k)) /
+    (Phi(beta_k) - Phi(alpha_k)), alpha_k = (l_k - m) / r, beta_k = (u_k - m) / r.
+    Then eps = (x_t - a E[x0 | x_t]) / s."""
+    edges = torch.linspace(-1.0, 1.0, 18, dtype=torch.float64)
+    prior = torch.as_tensor(LEVEL_P)
+
+    def network(x_t, t):
+        a = torch.sqrt(common.at(schedule.alpha_bar, t.cpu()))          # (n, 1)
+        s = torch.sqrt(1.0 - common.at(schedule.alpha_bar, t.cpu()))
+        x = x_t.double()
+        m, r = (x / a)[..., None], (s / a)[..., None]
+        alpha, beta = (edges[:-1] - m) / r, (edges[1:] - m) / r
+        # Phi(beta) - Phi(alpha), computed on the side of the bin where it does not cancel
+        mass = torch.where(alpha > 0, torch.special.ndtr(-alpha) - torch.special.ndtr(-beta),
+                           torch.special.ndtr(beta) - torch.special.ndtr(alpha))
+        density = torch.exp(-0.5 * beta ** 2) - torch.exp(-0.5 * alpha ** 2)   # (phi(beta) - phi(alpha)) sqrt(2 pi)
+        weight = prior * mass
+        first = weight * m - prior * r * density / math.sqrt(2 * math.pi)
+        x0_mean = first.sum(-1) / weight.sum(-1)
+        return ((x - a * x0_mean) / s).to(x_t), None
+
+    return network
+
+
+def test_the_bound_in_bits_per_pixel_is_at_or_above_the_exact_entropy_of_independent_pixels():
+    """With the Bayes-optimal eps and the best isotropic variance, the dequantised bound on data of
+    independent pixels is at or above their exact discrete entropy H = -sum p log2 p (the Jensen
+    step is exact here, as the density is flat inside each bin), and within 0.35 bits of it at
+    T = 40 (measured 0.23: what an isotropic Gaussian step pays at the bins' sharp edges; 0.09
+    at T = 200). Wrong ln 2, log2 17 for log2(17/2), or entropy terms in 2 dimensions miss by
+    a bit or more."""
+    entropy = -(LEVEL_P * np.log2(LEVEL_P)).sum()
+    schedule = pictures.image_schedule(40, 1e-5, 0.3, "linear")
+    network = bayes_eps_for_independent_pixels(schedule)
+    generator = torch.Generator().manual_seed(0)
+    var = pictures.best_variance_table(schedule, pictures.x0_error_per_step(
+        network, independent_levels(100, 1), schedule, generator))
+    x0 = pictures.flat(digits.dequantise(independent_levels(100, 2), generator))
+    K, _ = pictures.image_bound(ddpm.reverse_with_variance(network, schedule, var), x0, schedule, generator)
+    bits, se = pictures.mean_and_se(pictures.bits_per_pixel(-K).numpy())
+    assert entropy - 3 * se <= bits <= entropy + 0.35, (bits, se, entropy)
+
+
+def test_the_image_bound_is_the_mean_of_chapter_7s_log_weights():
+    """image_bound (KL terms in closed form, entropy terms, ends_correction) against
+    likelihood.log_weight (every density of both chains, sampled), for one fixed arbitrary
+    network, on a short chain whose ends are far from the unit-variance case (alpha_bar_T = 0.4,
+    beta_1 = 0.05, ||x0||^2 about 16 instead of 64), so that a missing end term shows."""
+    schedule = common.schedule_from_beta(torch.tensor([0.0, 0.05, 0.1, 0.2, 0.3], dtype=torch.float64))
+    network = lambda x_t, t: (0.3 * x_t + 0.1, None)  # noqa: E731
+    reverse = ddpm.reverse_with_variance(network, schedule, torch.tensor([0.0, 0.05, 0.06, 0.15, 0.25]).double())
+    x0 = torch.full((1000, 64), 0.5)
+    generator = torch.Generator().manual_seed(0)
+    K, _ = pictures.image_bound(reverse, x0.double(), schedule, generator)
+    log_w = likelihood.log_weight(reverse, x0.double(), schedule, generator)
+    gap, se = float(K.mean() - log_w.mean()), float(log_w.std() / math.sqrt(len(log_w)))
+    missing_ends = float(pictures.ends_correction(x0[:1], schedule))
+    assert abs(gap) < 4 * se and abs(missing_ends) > 10 * se, (gap, se, missing_ends)
+
+
+def test_chapters_gaussians_in_64_dimensions_match_scipy():
+    """common.kl_gaussian, log_gaussian and sample_gaussian, written for 2 x 2 covariances, in 64
+    dimensions: log densities against scipy, the KL against Monte Carlo of log q - log p, and a
+    zero covariance samples its mean (as DDIM with eta = 0 needs)."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(64, 64))
+    cov_q, cov_p = torch.as_tensor(a @ a.T / 64 + 0.5 * np.eye(64)), torch.as_tensor(0.8 * np.eye(64))
+    mean_q, mean_p = torch.as_tensor(rng.normal(size=64)), torch.zeros(64, dtype=torch.float64)
+    x = torch.as_tensor(rng.normal(size=(3, 64)))
+    ours = common.log_gaussian(x, mean_q.expand(3, -1), cov_q.expand(3, -1, -1))
+    assert np.allclose(ours.numpy(), scipy.stats.multivariate_normal(mean_q.numpy(), cov_q.numpy()).logpdf(x.numpy()))
+    n = 2000
+    draws = common.sample_gaussian(mean_q.expand(n, -1), cov_q.expand(n, -1, -1), torch.Generator().manual_seed(0))
+    log_ratio = (common.log_gaussian(draws, mean_q.expand_as(draws), cov_q.expand(n, -1, -1))
+                 - common.log_gaussian(draws, mean_p.expand_as(draws), cov_p.expand(n, -1, -1)))
+    kl = float(common.kl_gaussian(mean_q[None], cov_q[None], mean_p[None], cov_p[None]))
+    assert abs(kl - float(log_ratio.mean())) < 4 * float(log_ratio.std()) / math.sqrt(n), (kl, log_ratio.mean())
+    # the diagonal shortcut against the general path: an isotropic covariance, one entry nudged off it
+    iso = torch.as_tensor(0.3 * np.eye(64))[None]
+    nudged = iso.clone()
+    nudged[0, 0, 1] = nudged[0, 1, 0] = 1e-9
+    for ours, general in zip(common.inverse_and_logdet(iso), common.inverse_and_logdet(nudged)):
+        assert torch.allclose(ours, general, atol=1e-6)
+    assert torch.allclose(common.cholesky(iso), common.cholesky(nudged), atol=1e-6)
+    zero = torch.zeros(2, 64, 64, dtype=torch.float64)
+    assert torch.equal(common.sample_gaussian(mean_q.expand(2, -1), zero), mean_q.expand(2, -1))
+
+
+def test_the_uniform_density_on_the_cube_is_the_uniform_guess():
+    """The density 2^-64 on [-1, 1)^64 gives every discrete image (2/17)^64 / 2^-64... that is,
+    probability 17^-64: bits_per_pixel(64 ln 2) = log2 17 exactly, uniform_bits' value."""
+    assert pictures.bits_per_pixel(torch.tensor(64 * math.log(2.0))).item() == pytest.approx(math.log2(17))
+    assert np.allclose(pictures.uniform_bits(np.zeros((3, 8, 8))), math.log2(17))
+
+
+def test_the_baselines_match_direct_computations():
+    """The histogram baseline against counting with loops; the Gaussian against scipy's density
+    with numpy's covariance; a one-component mixture against scipy with BIN_VARIANCE added."""
+    rng = np.random.default_rng(0)
+    train, held = rng.integers(0, 17, (40, 8, 8)), rng.integers(0, 17, (5, 8, 8))
+    expected = []
+    for image in held:
+        total = 0.0
+        for r in range(8):
+            for c in range(8):
+                count = sum(1 for other in train if other[r, c] == image[r, c])
+                total -= math.log2((count + 0.5) / (len(train) + 0.5 * 17))
+        expected.append(total / 64)
+    assert np.allclose(pictures.histogram_bits(train, held), expected)
+
+    train_x, _, held_x, _ = digits.load_split()
+    train_x, held_x = train_x[:600], held_x[:50]
+    for components, extra in ((None, 0.0), (1, pictures.BIN_VARIANCE)):
+        g = torch.Generator().manual_seed(3)
+        tr = pictures.flat(digits.dequantise(train_x, g)).double().numpy()
+        he = pictures.flat(digits.dequantise(held_x, g)).double().numpy()
+        density = scipy.stats.multivariate_normal(tr.mean(0), np.cov(tr.T, bias=True) + extra * np.eye(64))
+        direct = -density.logpdf(he) / (64 * math.log(2)) + math.log2(17 / 2)
+        g = torch.Generator().manual_seed(3)
+        ours = (pictures.gaussian_bits(train_x, held_x, g) if components is None
+                else pictures.mixture_bits(train_x, held_x, g, components=1))
+        assert np.allclose(ours, direct, atol=1e-4), (components, ours[:3], direct[:3])
+
+
+# --- the script --------------------------------------------------------------------------------
+
+TINY = ("--iters", "30", "--batch-size", "32", "--base-channels", "8", "--T", "12", "--n-samples", "40",
+        "--n-moments", "20", "--n-bound", "10")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from conftest import run_script
+    folder = tmp_path_factory.mktemp("pictures")
+    result = run_script("08_pictures.py", *TINY, "--images", str(folder), "--checkpoint", str(folder / "unet.pt"),
+                        "--samples", str(folder / "samples.npy"))
+    return result, folder
+
+
+def test_the_script_runs_end_to_end_with_tiny_settings(tiny_run):
+    """One line per figure of merit, the shapes 8 -> 4 -> 2 -> 8, samples (N, 8, 8) of levels,
+    five figures, and a checkpoint the loader accepts."""
+    result, folder = tiny_run
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    for words in ("bits/pixel held-out = ", "baseline per-pixel histogram", "two-sample accuracy = ",
+                  "confident (p > 0.9) samples = ", "ddim 10", "(1, 16, 2, 2)"):
+        assert words in out, (words, out)
+    samples = np.load(folder / "samples.npy")
+    assert samples.shape == (40, 8, 8) and samples.min() >= 0 and samples.max() <= 16
+    for name in ("08_samples.png", "08_forward.png", "08_reverse.gif", "08_bits.png", "08_nearest.png"):
+        assert (folder / name).stat().st_size > 1000, name
+    plumbing.load_unet_checkpoint(folder / "unet.pt", conditional=False)
+
+
+@pytest.mark.parametrize("arguments, words", [
+    (("--iters", "0"), "--iters"),
+    (("--base-channels", "12"), "multiple of 8"),
+    (("--T", "1"), "--T"),
+    (("--beta-1", "0.5"), "--beta-1"),
+    (("--reuse", "--resume"), "give one of them"),
+])
+def test_bad_arguments_get_one_line(monkeypatch, capsys, keep_process_settings, tmp_path, arguments, words):
+    """Each refused with exit status 2 and one error line naming the option, before any work."""
+    code, _, err = call_main("08_pictures.py", [*arguments, "--images", tmp_path], monkeypatch, capsys)
+    assert code == 2 and words in the_error_line(err, arguments), err
+
+
+def test_a_missing_or_foreign_checkpoint_gets_one_line(monkeypatch, capsys, keep_process_settings, tmp_path):
+    """--reuse of no file, of a Swiss-roll checkpoint, and of a conditional UNet: exit 1, one line."""
+    roll_model, labelled = tmp_path / "roll.pt", tmp_path / "labelled.pt"
+    plumbing.save_checkpoint(roll_model, ReverseModel(), common.make_schedule(), argparse.Namespace(), 1)
+    plumbing.save_unet_checkpoint(labelled, UNet(base_channels=8, n_classes=10), common.make_schedule(),
+                                  argparse.Namespace(), 1)
+    for path, words in ((tmp_path / "none.pt", "no checkpoint"), (roll_model, "Swiss-roll"),
+                        (labelled, "conditioned on 10 labels")):
+        code, _, err = call_main("08_pictures.py", ["--reuse", "--checkpoint", path, "--images", tmp_path],
+                                 monkeypatch, capsys)
+        assert code == 1 and words in the_error_line(err, path), err
