@@ -236,3 +236,95 @@ def test_within_class_spread_is_the_mean_pairwise_distance_per_class():
     labels = torch.arange(30) % 3
     expected = np.mean([pdist(images[labels == c].reshape(-1, 64).numpy()).mean() for c in range(3)])
     assert abs(guidance.within_class_spread(images, labels) - expected) < 1e-5, expected
+
+
+def test_the_reverse_step_is_ddims_eta_one_step_with_the_posterior_variance_and_wider_with_beta(schedule):
+    """On a respaced chain, variance="posterior" is chapter 6's DDIM step with eta = 1 (mean and
+    sigma from ddim.py, an independent formula), and variance="beta" is the same mean with noise
+    sqrt(beta_t) z, larger than sigma_tilde_t; t = 1 is eq. 44's kernel sqrt(1 - beta_1) x_1 + sqrt(beta_1) z."""
+    short, _ = ddim.respace(schedule, ddim.sub_sequence(schedule, 6))
+    generator = torch.Generator().manual_seed(13)
+    x_t, eps, z = (torch.randn(3, 1, 8, 8, generator=generator) for _ in range(3))
+    for t in (2, 4, 6):
+        mean, _ = ddim.ddim_step(x_t, eps, t, short, 1.0)
+        sigma = float(ddim.ddim_sigma(t, short, 1.0))
+        posterior = guidance.reverse_step(x_t, eps, t, short, z, "posterior")
+        assert torch.allclose(posterior, mean + sigma * z, atol=1e-5), t
+        beta = guidance.reverse_step(x_t, eps, t, short, z, "beta")
+        assert math.sqrt(float(short.beta[t])) > sigma * 1.01, t
+        assert torch.allclose(beta - posterior, (math.sqrt(float(short.beta[t])) - sigma) * z, atol=1e-5), t
+    beta_1 = float(short.beta[1])
+    assert torch.allclose(guidance.reverse_step(x_t, None, 1, short, z),
+                          math.sqrt(1 - beta_1) * x_t + math.sqrt(beta_1) * z)
+
+
+# --- the chapter's script ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def chapter8_checkpoint(tmp_path_factory):
+    """A stand-in for chapter 8's checkpoint: an untrained unconditional UNet on a 20-step schedule."""
+    import argparse
+
+    import likelihood
+    import plumbing
+    from unet import UNet
+
+    path = tmp_path_factory.mktemp("pictures") / "unet.pt"
+    schedule = likelihood.schedule_between_ends(20, "linear", common.make_schedule(20, 1e-4, 0.3, power=1.0))
+    torch.manual_seed(0)
+    plumbing.save_unet_checkpoint(path, UNet(8), schedule, argparse.Namespace(seed=0), 0)
+    return path
+
+
+def test_the_script_runs_end_to_end_with_tiny_settings(run_script, chapter8_checkpoint, tmp_path):
+    """Every part prints its lines, writes guided.npz and inpainted.npz with the promised keys and
+    shapes and its three figures into the temporary --images folder; the labels were dropped in
+    about p_uncond of the batches' digits."""
+    result = run_script("09_guidance.py", "--pictures", chapter8_checkpoint, "--iters", 4, "--batch-size", 64,
+                        "--samples-per-class", 2, "--w", "0,1", "--digits", "3,7", "--steps", 4,
+                        "--completions", 2, "--held-out", 12, "--n-bound", 6, "--n-moments", 20, "--inpaint-steps", 4, "--images", tmp_path,
+                        "--checkpoint", tmp_path / "conditional.pt", "--out-dir", tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert out.count("accuracy") >= 2 + 4 * 5, out
+    for w in ("w = 0 ", "w = 1 "):
+        assert w in out, out
+    guided = np.load(tmp_path / "guided.npz")
+    assert guided["samples"].shape == (8, 8, 8) and set(guided["labels"]) == {3, 7}
+    assert sorted(set(guided["w"])) == [0.0, 1.0] and guided["samples"].max() <= 16
+    inpainted = np.load(tmp_path / "inpainted.npz")
+    assert all(inpainted[key].shape == (12, 8, 8) for key in ("completed", "truth", "mask"))
+    assert inpainted["labels"].shape == (12,)
+    for name in ("09_guidance.png", "09_precision_diversity.png", "09_inpainting.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--w", "-1"), "each w must be a finite number >= 0"),
+    (("--w", "nan"), "each w must be a finite number >= 0"),
+    (("--digits", "3,11"), "from 0 to 9"),
+    (("--masks", "top"), "each must be one of"),
+])
+def test_a_bad_argument_gets_one_line_and_a_nonzero_exit(run_script, args, message, tmp_path):
+    """argparse's usage, then one line saying what is wrong; exit status 2, before any work."""
+    result = run_script("09_guidance.py", *args, "--images", tmp_path)
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and last.startswith("usage: ") is False and message in last, result.stderr
+    assert result.stderr.count("error") == 1, result.stderr
+
+
+def test_chapter8s_checkpoint_where_a_conditional_one_is_needed_gets_one_line(run_script, chapter8_checkpoint,
+                                                                               tmp_path):
+    result = run_script("09_guidance.py", "--pictures", chapter8_checkpoint, "--load", chapter8_checkpoint,
+                        "--images", tmp_path, "--out-dir", tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "unconditional UNet, and a conditional one" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not list(tmp_path.glob("*.npz")) and not list(tmp_path.glob("*.png"))
+
+
+def test_a_missing_chapter8_checkpoint_says_which_script_to_run(run_script, tmp_path):
+    result = run_script("09_guidance.py", "--pictures", tmp_path / "none.pt", "--images", tmp_path,
+                        "--out-dir", tmp_path)
+    assert result.returncode == 1 and "08_pictures.py" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
