@@ -299,32 +299,38 @@ def test_the_script_runs_end_to_end_with_tiny_settings(run_script, chapter8_chec
         assert (tmp_path / name).stat().st_size > 0, name
 
 
+def run_main(load_script, monkeypatch, capsys, *args):
+    """The script's main() in this process (no second import of torch): (exit status, stderr)."""
+    monkeypatch.setattr("sys.argv", ["09_guidance.py", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        load_script("09_guidance.py").main()
+    return exit_info.value.code, capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args, message", [
     (("--w", "-1"), "each w must be a finite number >= 0"),
     (("--w", "nan"), "each w must be a finite number >= 0"),
     (("--digits", "3,11"), "from 0 to 9"),
     (("--masks", "top"), "each must be one of"),
 ])
-def test_a_bad_argument_gets_one_line_and_a_nonzero_exit(run_script, args, message, tmp_path):
+def test_a_bad_argument_gets_one_line_and_a_nonzero_exit(load_script, monkeypatch, capsys, args, message, tmp_path):
     """argparse's usage, then one line saying what is wrong; exit status 2, before any work."""
-    result = run_script("09_guidance.py", *args, "--images", tmp_path)
-    last = result.stderr.strip().splitlines()[-1]
-    assert result.returncode == 2 and last.startswith("usage: ") is False and message in last, result.stderr
-    assert result.stderr.count("error") == 1, result.stderr
+    code, err = run_main(load_script, monkeypatch, capsys, *args, "--images", tmp_path)
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and message in last and err.count("error") == 1, err
 
 
-def test_chapter8s_checkpoint_where_a_conditional_one_is_needed_gets_one_line(run_script, chapter8_checkpoint,
-                                                                               tmp_path):
-    result = run_script("09_guidance.py", "--pictures", chapter8_checkpoint, "--load", chapter8_checkpoint,
-                        "--images", tmp_path, "--out-dir", tmp_path)
-    assert result.returncode == 1, result.stderr
-    assert "unconditional UNet, and a conditional one" in result.stderr, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+def test_chapter8s_checkpoint_where_a_conditional_one_is_needed_gets_one_line(load_script, monkeypatch, capsys,
+                                                                               chapter8_checkpoint, tmp_path):
+    code, err = run_main(load_script, monkeypatch, capsys, "--pictures", chapter8_checkpoint, "--load",
+                         chapter8_checkpoint, "--steps", 4, "--inpaint-steps", 4, "--images", tmp_path,
+                         "--out-dir", tmp_path)
+    assert code == 1 and "unconditional UNet, and a conditional one" in err, err
+    assert len(err.strip().splitlines()) == 1, err
     assert not list(tmp_path.glob("*.npz")) and not list(tmp_path.glob("*.png"))
 
 
-def test_a_missing_chapter8_checkpoint_says_which_script_to_run(run_script, tmp_path):
-    result = run_script("09_guidance.py", "--pictures", tmp_path / "none.pt", "--images", tmp_path,
-                        "--out-dir", tmp_path)
-    assert result.returncode == 1 and "08_pictures.py" in result.stderr, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+def test_a_missing_chapter8_checkpoint_says_which_script_to_run(load_script, monkeypatch, capsys, tmp_path):
+    code, err = run_main(load_script, monkeypatch, capsys, "--pictures", tmp_path / "none.pt", "--images", tmp_path,
+                         "--out-dir", tmp_path)
+    assert code == 1 and "08_pictures.py" in err and len(err.strip().splitlines()) == 1, err
