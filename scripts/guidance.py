@@ -20,7 +20,7 @@ MASKS = ("lower", "left", "centre", "random")   # which pixels inpainting must f
 INPAINTERS = ("replacement", "repaint", "reconstruction")
 
 
-# --- one network for p(x | c) and p(x) (README, chapter 9, "A label, sometimes") -------------
+# --- one network for p(x | c) and p(x) (README, chapter 9, "One network, with and without a label")
 
 def drop_labels(label, p_uncond, null_label, generator=None):
     """The labels a training batch sees: each replaced by `null_label` ("no label") with
@@ -192,7 +192,7 @@ def inpaint(eps_at, x0, mask, schedule, method="replacement", resample=1, jump=1
     a dict, receives x_t for every t (after the last pass)."""
     if method not in INPAINTERS:
         raise ValueError(f"method must be one of {', '.join(INPAINTERS)}, got {method!r}")
-    n, device = x0.shape[0], x0.device
+    device = x0.device
     mask = mask.to(x0).expand_as(x0)
     passes, jump = (resample, jump) if method == "repaint" else (1, 1)
     x = _noise(x0.shape, generator, device)
