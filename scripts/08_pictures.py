@@ -40,7 +40,7 @@ from unet import UNet, n_parameters
 # The schedule (README chapter 8, "The schedule"; measured in docs/chapter8.md).
 T = 200                   # steps: more than the roll's 40, as 64 pixels have more to undo
 BETA_1 = 1e-4             # first step's noise, std 0.01: a tenth of a bin (2/17 wide)
-BETA_T = 0.3              # with T and beta_1, x_T keeps alpha_bar_T = 2.5e-4 of the signal
+LOG_SNR_T = -8.3          # x_T keeps alpha_bar_T = 2.5e-4 of the signal: 64 pixels make x_T noise later than 2 coordinates
 SCHEDULE_SHAPE = "cosine"  # improved DDPM's path between the two ends: better samples than log SNR
                           # linear in t, on which the bound weighs every step alike (docs/chapter8.md)
 # Training (Algorithm 1).
@@ -141,8 +141,8 @@ def main():
         parser.error(f"--base-channels must be a multiple of 8 (GroupNorm's groups), got {args.base_channels}")
     if not 0.0 <= args.dropout < 1.0:
         parser.error(f"--dropout must be a fraction from 0 up to 1 (not included), got {args.dropout}")
-    if not args.beta_1 < BETA_T:
-        parser.error(f"--beta-1 must be below the last step's {BETA_T}, got {args.beta_1}")
+    if not args.beta_1 < 0.5:
+        parser.error(f"--beta-1 must be below 0.5 (the first step's noise is small), got {args.beta_1}")
     if args.resume and args.reuse:
         parser.error("--resume continues training and --reuse skips it: give one of them")
     if not args.reuse:
@@ -157,7 +157,7 @@ def main():
           f"{digits.LEVELS} levels; pixel values in [-1, 1), bins of width 2/{digits.LEVELS}")
 
     # 2. The network, and the schedule it is trained with.
-    schedule = pictures.image_schedule(args.T, args.beta_1, BETA_T, args.schedule_shape)
+    schedule = pictures.image_schedule(args.T, args.beta_1, LOG_SNR_T, args.schedule_shape)
     model = UNet(base_channels=args.base_channels, attention=args.attention, dropout=args.dropout).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     average = copy.deepcopy(model)

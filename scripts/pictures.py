@@ -51,12 +51,12 @@ def eps_network(unet, label=None):
     return lambda x_t, t: (flat(unet(as_images(x_t), t, label)), None)
 
 
-def image_schedule(T, beta_1, beta_T, shape):
+def image_schedule(T, beta_1, log_snr_T, shape):
     """The schedule of the images: T steps whose log SNR runs between the ends of
-    common.make_schedule(T, beta_1, beta_T, power=1) along `shape` (likelihood.schedule_between_ends):
-    beta_1 sets how finely the bound looks (its noise against the bins' width), beta_T, with T,
-    how close to N(0, I) x_T is."""
-    return likelihood.schedule_between_ends(T, shape, common.make_schedule(T, beta_1, beta_T, power=1.0))
+    common.make_schedule(T, beta_1, log_snr_T) along `shape` (likelihood.schedule_between_ends):
+    beta_1 sets how finely the bound looks (its noise against the bins' width), log_snr_T how
+    close to N(0, I) x_T is."""
+    return likelihood.schedule_between_ends(T, shape, common.make_schedule(T, beta_1, log_snr_T))
 
 
 # --- the bound on images ------------------------------------------------------------------------

@@ -39,7 +39,7 @@ class StandIn(torch.nn.Module):
 @pytest.fixture(scope="module")
 def schedule():
     # steps with large enough noise that sqrt(alpha_bar_t) x0 and x0 are far apart in the middle
-    return common.make_schedule(T=12, beta_1=0.01, beta_T=0.5, power=1.0)
+    return common.make_schedule(T=12, beta_1=0.01, log_snr_T=-1.84)
 
 
 @pytest.fixture(scope="module")
@@ -270,7 +270,7 @@ def chapter8_checkpoint(tmp_path_factory):
     from unet import UNet
 
     path = tmp_path_factory.mktemp("pictures") / "unet.pt"
-    schedule = likelihood.schedule_between_ends(20, "linear", common.make_schedule(20, 1e-4, 0.3, power=1.0))
+    schedule = likelihood.schedule_between_ends(20, "linear", common.make_schedule(20, 1e-4, -1.0))
     torch.manual_seed(0)
     plumbing.save_unet_checkpoint(path, UNet(8), schedule, argparse.Namespace(seed=0), 0)
     return path

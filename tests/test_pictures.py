@@ -66,7 +66,7 @@ def test_the_bound_in_bits_per_pixel_is_at_or_above_the_exact_entropy_of_indepen
     at T = 200). Wrong ln 2, log2 17 for log2(17/2), or entropy terms in 2 dimensions miss by
     a bit or more."""
     entropy = -(LEVEL_P * np.log2(LEVEL_P)).sum()
-    schedule = pictures.image_schedule(40, 1e-5, 0.3, "linear")
+    schedule = pictures.image_schedule(40, 1e-5, -1.15, "linear")
     network = bayes_eps_for_independent_pixels(schedule)
     generator = torch.Generator().manual_seed(0)
     var = pictures.best_variance_table(schedule, pictures.x0_error_per_step(
@@ -222,7 +222,7 @@ def test_the_bound_weighted_loss_is_the_sum_of_kl_terms_and_flat_on_a_linear_log
     (common.kl_gaussian on 64 pixels, on the cosine path where the weights vary 100-fold); on the
     log-SNR-linear path every weight is (T - 1) (SNR_{t-1} / SNR_t - 1) / 2, the same for all t."""
     script = load_script("08_pictures.py")
-    cosine = pictures.image_schedule(30, 1e-4, 0.3, "cosine")
+    cosine = pictures.image_schedule(30, 1e-4, -1.08, "cosine")
     weights = script.loss_weights(cosine, "bound")
     assert weights.shape == (31,) and weights[:2].abs().max() == 0
     assert weights[2:].max() / weights[2:].min() > 100
@@ -236,7 +236,7 @@ def test_the_bound_weighted_loss_is_the_sum_of_kl_terms_and_flat_on_a_linear_log
                                  common.identity_times(sigma_tilde2, x_t)) for guess in guesses]
         errors = [(eps - guess).square().sum(1) for guess in guesses]
         assert torch.allclose((29 * (kl[0] - kl[1])), weights[t] * (errors[0] - errors[1]), rtol=1e-6), t
-    linear = pictures.image_schedule(30, 1e-4, 0.3, "linear")
+    linear = pictures.image_schedule(30, 1e-4, -1.08, "linear")
     snr = torch.exp(common.log_snr(linear))
     expected = 29 * (snr[1:-1] / snr[2:] - 1) / 2
     assert torch.allclose(script.loss_weights(linear, "bound")[2:], expected)
