@@ -80,7 +80,7 @@ M = [
   "for part in torch.as_tensor(x).cpu().double().split(chunk):", "for part in torch.as_tensor(x).double().cpu().split(chunk):",
   ["tests/test_devices.py::test_scoring_samples_takes_device_tensors"]),
  ("M12 --start data computes q(x_T) and then starts from N(0, I) anyway", "scripts/06_fewer_steps.py",
-  "common.sample_chain(reverse, args.n_samples, steps, run_generator, device, x_T)",
+  "common.sample_chain(reverse, args.n_samples, steps, run_generator, device, x_T=x_T)",
   "common.sample_chain(reverse, args.n_samples, steps, run_generator, device)",
   ["tests/test_fewer_steps.py::test_start_data_begins_every_run_at_the_same_draw_from_q_x_T_and_draws_no_figures"]),
 ]

@@ -130,7 +130,7 @@ def main():
             run_generator = torch.Generator().manual_seed(args.seed)
             x_T = (None if args.start == "noise"
                    else roll.noised_roll(args.n_samples, schedule.T, schedule, run_generator)[2])
-            trajectory = common.sample_chain(reverse, args.n_samples, steps, run_generator, device, x_T)
+            trajectory = common.sample_chain(reverse, args.n_samples, steps, run_generator, device, x_T=x_T)
             x0 = trajectory[0].cpu()
             save_samples(args.out_dir / f"{name}_{steps}.npy", x0)
             scores = roll.score_samples(x0)

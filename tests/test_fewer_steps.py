@@ -356,8 +356,8 @@ def test_start_data_begins_every_run_at_the_same_draw_from_q_x_T_and_draws_no_fi
     n, starts = 1000, []
     real_sample_chain = common.sample_chain
 
-    def recording(reverse, n, T, generator=None, device="cpu", x_T=None):
-        trajectory = real_sample_chain(reverse, n, T, generator, device, x_T)
+    def recording(*args, **kwargs):  # the real signature, so a call that misplaces x_T fails here too
+        trajectory = real_sample_chain(*args, **kwargs)
         starts.append(trajectory[-1].clone())
         return trajectory
 
