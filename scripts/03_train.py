@@ -86,11 +86,7 @@ def main():
             kl = common.kl_one_step(reverse, x0, t, schedule, generator)
             loss = (T - 1) * kl.mean() - entropy
             plumbing.exit_if_not_finite(parser, loss, i + 1, args.lr, LR, bar)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(i, args.iters, args.lr)
-            optimizer.step()
+            plumbing.take_step(optimizer, loss, learning_rate(i, args.iters, args.lr))
             done = i + 1
             curve.append(-loss.item())
             if done % LOG_EVERY == 0:

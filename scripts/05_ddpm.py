@@ -63,9 +63,7 @@ def train_l_simple(model, schedule, args, generator, device):
         loss = (eps - model(x_t, t)[0]).square().sum(1).mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the loss became {loss.item()} at iteration {i + 1}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        plumbing.take_step(optimizer, loss)
         learning_rate.step()
         average.update_parameters(model)
         losses.append(loss.item())

@@ -32,7 +32,6 @@ import math
 import pathlib
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 
 import common
@@ -132,7 +131,7 @@ def main():
                    else roll.noised_roll(args.n_samples, schedule.T, schedule, run_generator)[2])
             trajectory = common.sample_chain(reverse, args.n_samples, steps, run_generator, device, x_T=x_T)
             x0 = trajectory[0].cpu()
-            save_samples(args.out_dir / f"{name}_{steps}.npy", x0)
+            plumbing.save_array(args.out_dir / f"{name}_{steps}.npy", x0)
             scores = roll.score_samples(x0)
             K = None
             if name in STOCHASTIC and args.k_points:
@@ -155,15 +154,6 @@ def main():
     draw_quality(args.images / "06_quality.png", results, args.steps, (lo, hi))
     print(f"figures written to {args.images}/: 06_samples.png, "
           f"{'06_ddim_paths.png, ' if paths is not None else ''}06_quality.png")
-
-
-def save_samples(path, x0):
-    """An (N, 2) array of samples to path, atomically."""
-    def write(temporary):
-        with open(temporary, "wb") as file:  # a file object: np.save would add .npy to a name
-            np.save(file, x0.numpy())
-
-    plumbing.replace_atomically(path, write)
 
 
 def draw_samples(path, samples, steps):

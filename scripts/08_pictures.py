@@ -19,7 +19,6 @@ continues it) and, into images/: 08_samples.png, 08_forward.png, 08_reverse.gif,
 """
 import argparse
 import copy
-import math
 import pathlib
 import time
 
@@ -47,6 +46,7 @@ SCHEDULE_SHAPE = "cosine"  # improved DDPM's path between the two ends: better s
 ITERS = 1500              # about 90 s of CPU time (measured under load; README chapter 8)
 BATCH_SIZE = 128          # images per iteration
 LR = 2e-3                 # Adam's step size, decayed along a cosine to 0
+PIXEL_SCALE = {"low": -1.0, "high": 1.0}  # figures show pixels on their [-1, 1] scale
 EMA_DECAY = 0.999         # the scored weights are a moving average, as in chapter 5
 BASE_CHANNELS = 32        # channels at 8 x 8; twice as many at 4 x 4 and 2 x 2
 DROPOUT = 0.0             # inside the residual blocks (DDPM used 0.1 on CIFAR-10)
@@ -59,11 +59,6 @@ N_SAMPLES = 1000          # samples of Algorithm 2
 FEWER_STEPS = (10, 20, 50)
 GIF_FRAMES = 40           # frames of the reverse-process animation
 SCRIPT = "scripts/08_pictures.py"
-
-
-def learning_rate(i, iters, peak):
-    """Iteration i's step size: a cosine from peak down to 0 over the run."""
-    return peak * 0.5 * (1.0 + math.cos(math.pi * i / iters))
 
 
 def loss_weights(schedule, loss):
@@ -85,19 +80,6 @@ def update_average(average, model, updates):
     with torch.no_grad():
         for mean, new in zip(average.parameters(), model.parameters()):
             mean.lerp_(new, rate)
-
-
-def show_digits(ax, images, columns, title=""):
-    """Images on the [-1, 1] pixel scale (n, 8, 8) as one grid with a white line between them."""
-    images = np.asarray(images, dtype=np.float64).reshape(-1, digits.SIDE, digits.SIDE)
-    rows = math.ceil(len(images) / columns)
-    side = digits.SIDE + 1
-    grid = np.full((rows * side + 1, columns * side + 1), -1.0)
-    for k, image in enumerate(images):
-        r, c = divmod(k, columns)
-        grid[1 + r * side:(r + 1) * side, 1 + c * side:(c + 1) * side] = image
-    ax.imshow(grid, cmap="gray_r", vmin=-1.0, vmax=1.0, interpolation="nearest")
-    ax.set(xticks=[], yticks=[], title=title)
 
 
 def centres(levels):
@@ -209,11 +191,7 @@ def main():
                 error = (eps - pictures.flat(model(pictures.as_images(x_t), t))).square().sum(1)
                 loss = (weights[t] * error).mean()
                 plumbing.exit_if_not_finite(parser, loss, i + 1, args.lr, LR, bar)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(i, args.iters, args.lr)
-                optimizer.step()
+                plumbing.take_step(optimizer, loss, plumbing.cosine_decay(i, args.iters, args.lr))
                 update_average(average, model, i)
                 done = i + 1
                 losses.append(error.mean().item())
@@ -265,7 +243,7 @@ def main():
     trajectory = common.sample_chain(sampler, args.n_samples, schedule.T, torch.Generator().manual_seed(args.seed),
                                      device, d=digits.PIXELS)
     samples = digits.to_levels(trajectory[0])
-    plumbing.replace_atomically(args.samples, lambda temporary: np.save(temporary, samples))
+    plumbing.save_array(args.samples, samples)
     print(f"{args.n_samples} samples of Algorithm 2 in {time.perf_counter() - began:.0f} s, written to {args.samples}")
     classifier = digits.fit_digit_classifier(train_x, train_y)
     accuracy = float((classifier.predict(digits.features(heldout_x)) == heldout_y).mean())
@@ -295,8 +273,8 @@ def main():
 
     # 7. Figures.
     fig, axes = plt.subplots(1, 2, figsize=(10, 5.4))
-    show_digits(axes[0], centres(samples[:100]), 10, f"samples (Algorithm 2, T = {schedule.T})")
-    show_digits(axes[1], centres(heldout_x[:100]), 10, "held-out digits")
+    plumbing.show_digits(axes[0], centres(samples[:100]), 10, f"samples (Algorithm 2, T = {schedule.T})", **PIXEL_SCALE)
+    plumbing.show_digits(axes[1], centres(heldout_x[:100]), 10, "held-out digits", **PIXEL_SCALE)
     fig.tight_layout()
     plumbing.save_figure(fig, args.images / "08_samples.png")
 
@@ -307,7 +285,7 @@ def main():
     fig, axes = plt.subplots(1, len(shown_t), figsize=(1.6 * len(shown_t), 6))
     for ax, t in zip(axes, shown_t):
         x_t = x0 if t == 0 else common.x_t_from_eps(x0, eps, t, schedule)
-        show_digits(ax, x_t.numpy(), 1, f"t = {t}")
+        plumbing.show_digits(ax, x_t.numpy(), 1, f"t = {t}", **PIXEL_SCALE)
     fig.suptitle("the forward process q(x_t | x0) on six held-out digits")
     fig.tight_layout()
     plumbing.save_figure(fig, args.images / "08_forward.png")
@@ -317,7 +295,7 @@ def main():
 
     def draw(k):
         ax.clear()
-        show_digits(ax, trajectory[frame_t[k]][:16].cpu().numpy(), 4, f"reverse process, t = {frame_t[k]}")
+        plumbing.show_digits(ax, trajectory[frame_t[k]][:16].cpu().numpy(), 4, f"reverse process, t = {frame_t[k]}", **PIXEL_SCALE)
 
     animation = FuncAnimation(fig, draw, frames=len(frame_t))
     plumbing.replace_atomically(args.images / "08_reverse.gif",
@@ -339,8 +317,8 @@ def main():
     index, distance, _ = digits.nearest_training(samples[:12], train_x)
     fig, axes = plt.subplots(2, 12, figsize=(12, 2.6))
     for k in range(12):
-        show_digits(axes[0, k], centres(samples[k:k + 1]), 1, f"{distance[k]:.1f}")
-        show_digits(axes[1, k], centres(train_x[index[k]:index[k] + 1]), 1)
+        plumbing.show_digits(axes[0, k], centres(samples[k:k + 1]), 1, f"{distance[k]:.1f}", **PIXEL_SCALE)
+        plumbing.show_digits(axes[1, k], centres(train_x[index[k]:index[k] + 1]), 1, **PIXEL_SCALE)
     axes[0, 0].set_ylabel("sample")
     axes[1, 0].set_ylabel("nearest\ntraining")
     fig.suptitle("samples (top, with the distance in levels) and their nearest training digit (bottom)")

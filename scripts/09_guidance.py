@@ -113,25 +113,6 @@ def share(text):
     return value
 
 
-def learning_rate(i, iters, peak):
-    """A cosine decay from peak towards 0 over the run."""
-    return peak * 0.5 * (1.0 + math.cos(math.pi * i / iters))
-
-
-def show_digits(ax, images, columns, title=""):
-    """Images of levels (n, 8, 8) as one grid with a white line between them (np.nan: a blank)."""
-    images = np.asarray(images, dtype=np.float64).reshape(-1, 8, 8)
-    rows = math.ceil(len(images) / columns)
-    grid = np.full((rows * 9 + 1, columns * 9 + 1), np.nan)
-    for k, image in enumerate(images):
-        r, c = divmod(k, columns)
-        grid[1 + r * 9:(r + 1) * 9, 1 + c * 9:(c + 1) * 9] = image
-    cmap = plt.get_cmap("gray_r").copy()
-    cmap.set_bad("white")
-    ax.imshow(grid, cmap=cmap, vmin=0, vmax=digits.LEVELS - 1, interpolation="nearest")
-    ax.set(xticks=[], yticks=[], title=title)
-
-
 @torch.no_grad()
 def x0_hat_along_the_chain(eps_at, trajectory, x0, mask, schedule, steps):
     """What an inpainting run was drawing on its way: for each of `steps`, the RMS error, in
@@ -255,11 +236,7 @@ def main():
                 x_t = common.x_t_from_eps(x0.flatten(1), eps.flatten(1), t, schedule).reshape(x0.shape)
                 loss = (model(x_t, t.to(device), label) - eps).square().flatten(1).sum(1).mean()
                 plumbing.exit_if_not_finite(parser, loss, i + 1, args.lr, LR, bar)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(i, args.iters, args.lr)
-                optimizer.step()
+                plumbing.take_step(optimizer, loss, plumbing.cosine_decay(i, args.iters, args.lr))
                 dropped += int((label == model.null_label).sum())
                 seen += args.batch_size
                 losses.append(loss.item())
@@ -314,7 +291,7 @@ def main():
         axes = np.atleast_1d(axes)
         for ax, (w, *_), levels in zip(axes, curve, guided_levels):
             rows = levels.reshape(len(args.digits), args.samples_per_class, 8, 8)[:, :columns]
-            show_digits(ax, rows.reshape(-1, 8, 8), columns, f"w = {w:g}")
+            plumbing.show_digits(ax, rows.reshape(-1, 8, 8), columns, f"w = {w:g}")
         fig.tight_layout()
         plumbing.save_figure(fig, args.images / "09_guidance.png")
 
@@ -448,7 +425,7 @@ def main():
         titles = ["visible"] + [f"{method} {j + 1}" for method in INPAINTERS for j in range(shown_k)] + ["nearest", "truth"]
         fig, axes = plt.subplots(1, len(panels), figsize=(1.1 * len(panels), 1.1 * examples))
         for ax, panel, title in zip(axes, panels, titles):
-            show_digits(ax, panel, 1, title)
+            plumbing.show_digits(ax, panel, 1, title)
             ax.title.set_fontsize(7)
         fig.tight_layout()
         plumbing.save_figure(fig, args.images / "09_inpainting.png")

@@ -31,7 +31,6 @@ import pathlib
 import time
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -87,9 +86,7 @@ def train(parser, model, loss_of_batch, args, generator, what):
     for i in bar:
         loss = loss_of_batch(model, generator)
         plumbing.exit_if_not_finite(parser, loss, i + 1, args.lr, LR, bar)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        plumbing.take_step(optimizer, loss)
         learning_rate.step()
         average.update_parameters(model)
         losses.append(loss.item())
@@ -282,7 +279,7 @@ def main():
 
     def record(name, calls, x):
         x = x.detach().cpu()
-        save_samples(args.out_dir / f"{name}_{calls}.npy", x)
+        plumbing.save_array(args.out_dir / f"{name}_{calls}.npy", x)
         scores = roll.score_samples(x)
         scored[name, calls] = scores
         print(f"sampler={name}  calls={calls}  off-curve {100 * scores['off_curve']:.2f}%  "
@@ -366,15 +363,6 @@ def score_arrows(eps_at, exact_eps, x_t, t, lam, sigma, n=FIELD_POINTS):
     with torch.no_grad():
         learned = continuous.score_from_eps(eps_at(x, lam).cpu().double(), sigma)
     return x.cpu().double(), learned, continuous.score_from_eps(exact_eps(x.cpu().double(), t)[0], sigma)
-
-
-def save_samples(path, x):
-    """An (N, 2) array of samples to path, atomically."""
-    def write(temporary):
-        with open(temporary, "wb") as file:  # a file object: np.save would add .npy to a name
-            np.save(file, x.numpy())
-
-    plumbing.replace_atomically(path, write)
 
 
 def draw_score_fields(path, fields, schedule):

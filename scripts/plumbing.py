@@ -15,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # figures are written to files, never shown: no screen needed
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.animation import FuncAnimation, PillowWriter  # noqa: E402
 
@@ -169,6 +170,15 @@ def replace_atomically(path, write):
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def save_array(path, array):
+    """A numpy array to path (.npy), atomically."""
+    def write(temporary):
+        with open(temporary, "wb") as file:  # a file object: np.save would add .npy to a name
+            np.save(file, np.asarray(array))
+
+    replace_atomically(path, write)
 
 
 # --- checkpoints -------------------------------------------------------------------------------
@@ -408,6 +418,22 @@ def exit_interrupted(parser, args, done, script):
     raise SystemExit(130)
 
 
+def take_step(optimizer, loss, lr=None):
+    """One optimizer step on loss: clear the old gradients, backpropagate, set the step size
+    (if given: the scripts' own schedules), step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if lr is not None:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+    optimizer.step()
+
+
+def cosine_decay(i, iters, peak):
+    """Iteration i's step size, for i = 0..iters-1: a cosine from peak down towards 0."""
+    return peak * 0.5 * (1.0 + math.cos(math.pi * i / iters))
+
+
 # --- figures -----------------------------------------------------------------------------------
 
 def save_figure(fig, path):
@@ -424,6 +450,21 @@ def plot_points(ax, x, title):
     ax.set_ylim(-AXIS_LIMIT, AXIS_LIMIT)
     ax.set_aspect("equal")
     ax.set_title(title)
+
+
+def show_digits(ax, images, columns, title="", low=0.0, high=16.0):
+    """8 x 8 images (n, 8, 8), grey from low (white) to high (black), as one grid with a white
+    line between them; an entry np.nan is drawn blank."""
+    images = np.asarray(images, dtype=np.float64).reshape(-1, 8, 8)
+    rows = math.ceil(len(images) / columns)
+    grid = np.full((rows * 9 + 1, columns * 9 + 1), np.nan)
+    for k, image in enumerate(images):
+        r, c = divmod(k, columns)
+        grid[1 + r * 9:(r + 1) * 9, 1 + c * 9:(c + 1) * 9] = image
+    cmap = plt.get_cmap("gray_r").copy()
+    cmap.set_bad("white")
+    ax.imshow(grid, cmap=cmap, vmin=low, vmax=high, interpolation="nearest")
+    ax.set(xticks=[], yticks=[], title=title)
 
 
 def save_points_gif(path, frames, titles, fps=8):
