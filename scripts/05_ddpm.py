@@ -49,13 +49,7 @@ U_BINS = 20               # bins of the position along the curve in the samples 
 def train_l_simple(model, schedule, args, generator, device):
     """Algorithm 1 with t uniform in 2..T: minimise ||eps - eps_theta(x_t, t)||^2. Returns the
     moving average of the weights (a ReverseModel), the loss of every iteration and the seconds."""
-    # The average's decay grows towards EMA_DECAY, (1 + n) / (10 + n) after n updates, so a short
-    # run is not an average of untrained weights.
-    average = torch.optim.swa_utils.AveragedModel(
-        model, avg_fn=lambda mean, new, n: mean + (new - mean) * max(1.0 - EMA_DECAY, 9.0 / (10.0 + n.item())))
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    learning_rate = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.iters,
-                                                        pct_start=0.02, cycle_momentum=False)
+    average, optimizer, learning_rate = plumbing.adam_with_average(model, args.lr, args.iters, EMA_DECAY)
     losses, began = [], time.perf_counter()
     for i in tqdm(range(args.iters), desc="training with L_simple"):
         t = torch.randint(2, schedule.T + 1, (args.batch_size,), generator=generator).to(device)

@@ -76,11 +76,7 @@ def train(parser, model, loss_of_batch, args, generator, what):
     """Adam on loss_of_batch(model, generator) for args.iters batches, with chapter 5's warm-up,
     cosine decay and moving average of the weights; a non-finite loss stops the run in one line.
     Returns (the average, losses, seconds)."""
-    average = torch.optim.swa_utils.AveragedModel(
-        model, avg_fn=lambda mean, new, n: mean + (new - mean) * max(1.0 - EMA_DECAY, 9.0 / (10.0 + n.item())))
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    learning_rate = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.iters,
-                                                        pct_start=0.02, cycle_momentum=False)
+    average, optimizer, learning_rate = plumbing.adam_with_average(model, args.lr, args.iters, EMA_DECAY)
     losses, began = [], time.perf_counter()
     bar = tqdm(range(args.iters), desc=f"training the {what} network")
     for i in bar:

@@ -9,14 +9,17 @@ Conventions, kept in every script and test:
   the forward steps are isotropic (variance times I), the reverse steps may be full.
 - Everything in nats; divide by ln 2 for bits (`nats_to_bits`).
 
-The math of the later chapters builds on this: ddpm.py (chapter 5), ddim.py (chapter 6) and
-likelihood.py (chapter 7). The data (roll.py), the network (model.py) and files and arguments
-(plumbing.py) live elsewhere.
+The math of the later chapters builds on this: ddpm.py (chapter 5), ddim.py (chapter 6),
+likelihood.py (chapter 7), pictures.py (8), guidance.py (9) and continuous.py (10). The data
+(roll.py, digits.py), the networks (model.py, unet.py), the matrix algebra of the Gaussians
+(linalg.py) and files and arguments (plumbing.py) live elsewhere.
 """
 import math
 from typing import NamedTuple
 
 import torch
+
+import linalg
 
 T = 40          # number of diffusion steps the paper used for the Swiss roll
 BETA_1 = 1e-5   # first step's variance, fixed; it sets the ceiling on K (README, chapter 3)
@@ -136,42 +139,23 @@ def x0_from_eps(x_t, eps, t, schedule):
 
 # --- Gaussians ---------------------------------------------------------------------------------
 #
-# Roll points are 2-D, so what a 2x2 covariance [[a, b], [b, c]] needs is written out in closed
-# form (batched torch.linalg calls on tiny matrices are ten times slower); images: end of file.
-
-def cholesky_2x2(cov):
-    """The lower-triangular L with L L^T = cov: L = [[sqrt(a), 0], [b / sqrt(a), sqrt(c - b^2 / a)]]
-    (a zero covariance gives L = 0, so a point mass can be "sampled" too)."""
-    a, b, c = cov[..., 0, 0], cov[..., 1, 0], cov[..., 1, 1]
-    l11 = torch.sqrt(a)
-    l21 = torch.where(l11 > 0, b / l11.clamp_min(torch.finfo(a.dtype).tiny), torch.zeros_like(b))
-    l22 = torch.sqrt((c - l21 ** 2).clamp_min(0.0))
-    zero = torch.zeros_like(a)
-    return torch.stack([torch.stack([l11, zero], dim=-1), torch.stack([l21, l22], dim=-1)], dim=-2)
-
-
-def inverse_and_logdet_2x2(cov):
-    """cov^-1 = [[c, -b], [-b, a]] / (a c - b^2), and log det cov = log(a c - b^2)."""
-    a, b, c = cov[..., 0, 0], cov[..., 1, 0], cov[..., 1, 1]
-    det = a * c - b ** 2
-    inverse = torch.stack([torch.stack([c, -b], dim=-1), torch.stack([-b, a], dim=-1)], dim=-2)
-    return inverse / det[..., None, None], torch.log(det)
-
+# The factor, inverse and determinant of a covariance are in linalg.py: written out for the
+# roll's 2x2 matrices, a shortcut for the images' diagonal ones.
 
 def sample_gaussian(mean, cov, generator=None):
     """One draw from N(mean, cov) per row: mean + L z with cov = L L^T and z ~ N(0, I).
     z is drawn on the CPU, where seeded generators live, so a seed means the same noise on
     every device."""
     z = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
-    return mean + (cholesky(cov) @ z.unsqueeze(-1)).squeeze(-1)
+    return mean + (linalg.cholesky(cov) @ z.unsqueeze(-1)).squeeze(-1)
 
 
 def kl_gaussian(mean_q, cov_q, mean_p, cov_p):
     """KL(N(mean_q, cov_q) || N(mean_p, cov_p)) per row:
     1/2 [ tr(cov_p^-1 cov_q) + (mean_p - mean_q)^T cov_p^-1 (mean_p - mean_q) - d
           + log det cov_p - log det cov_q ]."""
-    precision_p, logdet_p = inverse_and_logdet(cov_p)
-    _, logdet_q = inverse_and_logdet(cov_q)
+    precision_p, logdet_p = linalg.inverse_and_logdet(cov_p)
+    _, logdet_q = linalg.inverse_and_logdet(cov_q)
     diff = (mean_p - mean_q).unsqueeze(-1)
     trace = (precision_p * cov_q.transpose(-1, -2)).sum(dim=(-2, -1))
     mahalanobis = (diff.transpose(-1, -2) @ precision_p @ diff)[..., 0, 0]
@@ -181,7 +165,7 @@ def kl_gaussian(mean_q, cov_q, mean_p, cov_p):
 def log_gaussian(x, mean, cov):
     """log N(x; mean, cov) per row:
     -1/2 [ (x - mean)^T cov^-1 (x - mean) + log det cov + d log(2 pi) ]."""
-    precision, logdet = inverse_and_logdet(cov)
+    precision, logdet = linalg.inverse_and_logdet(cov)
     diff = (x - mean).unsqueeze(-1)
     mahalanobis = (diff.transpose(-1, -2) @ precision @ diff)[..., 0, 0]
     return -0.5 * (mahalanobis + logdet + x.shape[-1] * math.log(2.0 * math.pi))
@@ -281,35 +265,3 @@ def bound_K(kl, schedule, d=D):
     """K = - sum_{t=2..T} KL_t + H_q(X_T | X_0) - H_q(X_1 | X_0) - H_p(X_T), per point (nats),
     from the table of kl_all_steps (points of dimension d)."""
     return entropy_part(schedule, d) - kl.sum(dim=1)
-
-
-# --- Gaussians in any dimension (chapter 8's images: D = 64 pixels) ---------------------------
-
-def is_diagonal(cov):
-    """Whether every matrix of a batch (..., d, d) is diagonal, as the isotropic steps' are."""
-    return bool((cov == torch.diag_embed(torch.diagonal(cov, dim1=-2, dim2=-1))).all())
-
-
-def cholesky(cov):
-    """The lower-triangular L with L L^T = cov, for covariances of any size: cholesky_2x2's closed
-    form for 2 x 2; the square root of the diagonal for diagonal ones (the images' isotropic
-    steps, where a general factorisation of 64 x 64 matrices would cost most of the time);
-    torch.linalg otherwise. A zero covariance gives L = 0."""
-    if cov.shape[-1] == 2:
-        return cholesky_2x2(cov)
-    if is_diagonal(cov):
-        return torch.diag_embed(torch.sqrt(torch.diagonal(cov, dim1=-2, dim2=-1)))
-    return torch.linalg.cholesky(cov)
-
-
-def inverse_and_logdet(cov):
-    """cov^-1 and log det cov for covariances of any size: inverse_and_logdet_2x2's closed form for
-    2 x 2; 1 / diagonal and sum log diagonal for diagonal ones; otherwise from the Cholesky factor
-    L, log det = 2 sum log diag L."""
-    if cov.shape[-1] == 2:
-        return inverse_and_logdet_2x2(cov)
-    if is_diagonal(cov):
-        diagonal = torch.diagonal(cov, dim1=-2, dim2=-1)
-        return torch.diag_embed(1.0 / diagonal), torch.log(diagonal).sum(-1)
-    factor = torch.linalg.cholesky(cov)
-    return torch.cholesky_inverse(factor), 2.0 * torch.log(torch.diagonal(factor, dim1=-2, dim2=-1)).sum(-1)

@@ -54,7 +54,7 @@ def prior_kl(schedule, x0, n=20_000, generator=None):
     weighted) of N(sqrt(alpha_bar_T) x0, (1 - alpha_bar_T) I); the KL is the Monte Carlo mean of
     log q(x_T) - log N(x_T; 0, I) over n draws x_T ~ q(x_T), log q(x_T) by log-sum-exp over x0.
     Returns (KL, its standard error)."""
-    x0 = x0.double().cpu()
+    x0 = x0.cpu().double()
     alpha_bar_T = float(schedule.alpha_bar[-1])
     pick = torch.randint(len(x0), (n,), generator=generator)
     x_T = math.sqrt(alpha_bar_T) * x0[pick] + math.sqrt(1.0 - alpha_bar_T) * torch.randn(

@@ -214,19 +214,25 @@ def save_checkpoint(path, model, schedule, args, iteration, **state):
     replace_atomically(path, lambda temporary: torch.save(checkpoint, temporary))
 
 
+def read_checkpoint_file(path, retrain):
+    """The dict torch saved at path, weights only (no pickled code runs). A missing or unreadable
+    file raises CheckpointError in one line ending with `retrain`, the advice."""
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: {retrain}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated file, random bytes, pickled code: all unreadable
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated, corrupt or not a "
+                              f"torch file: {type(error).__name__}): {retrain}")
+
+
 def load_checkpoint(path, device="cpu", made_by=TRAIN_COMMAND, weights="model_state"):
     """Load a checkpoint written by save_checkpoint: returns (model, schedule, checkpoint), the
     model built from the checkpoint's `weights` entry. Raises CheckpointError with one line that
     names the problem and the command (`made_by`) that makes a good one."""
     path = pathlib.Path(path)
     retrain = f"run `{made_by}` to make one"
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}: {retrain}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated file, random bytes, pickled code: all unreadable
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated, corrupt or not a "
-                              f"torch file: {type(error).__name__}): {retrain}")
+    checkpoint = read_checkpoint_file(path, retrain)
     if not isinstance(checkpoint, dict) or not str(checkpoint.get("format", "")).startswith("diffusion-walkthrough"):
         raise CheckpointError(f"{path} is a torch file but not a checkpoint of this walkthrough: {retrain}")
     if checkpoint["format"] != CHECKPOINT_FORMAT:
@@ -300,13 +306,7 @@ def load_unet_checkpoint(path, device="cpu", made_by=PICTURES_COMMAND, condition
 
     path = pathlib.Path(path)
     retrain = f"run `{made_by}` to make one"
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}: {retrain}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated file, random bytes, pickled code: all unreadable
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated, corrupt or not a "
-                              f"torch file: {type(error).__name__}): {retrain}")
+    checkpoint = read_checkpoint_file(path, retrain)
     kind = checkpoint.get("format", "") if isinstance(checkpoint, dict) else ""
     if kind == CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} holds a Swiss-roll model of chapters 3-7, not a UNet on digits: {retrain}")
@@ -416,6 +416,19 @@ def exit_interrupted(parser, args, done, script):
     print(f"interrupted: saved the state after iteration {done} of {args.iters} to "
           f"{args.checkpoint}; continue with: {resume_command(parser, args, script)}")
     raise SystemExit(130)
+
+
+def adam_with_average(model, lr, iters, ema_decay):
+    """Chapter 5's optimiser: Adam, its step size warmed up over 2% of the run then decayed on a
+    cosine (OneCycleLR), and a moving average of the weights, the model that is scored. The
+    average's decay grows towards ema_decay, (1 + n) / (10 + n) after n updates, so a short run
+    is not an average of untrained weights. Returns (average, optimizer, step-size schedule)."""
+    average = torch.optim.swa_utils.AveragedModel(
+        model, avg_fn=lambda mean, new, n: mean + (new - mean) * max(1.0 - ema_decay, 9.0 / (10.0 + n.item())))
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    learning_rate = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=iters,
+                                                        pct_start=0.02, cycle_momentum=False)
+    return average, optimizer, learning_rate
 
 
 def take_step(optimizer, loss, lr=None):

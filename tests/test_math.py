@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import common
+import linalg
 import plumbing
 import roll
 
@@ -395,10 +396,10 @@ def test_two_by_two_algebra_matches_torch_linalg():
     g = gen(12)
     a = torch.randn(500, 2, 2, generator=g, dtype=torch.float64)
     cov = a @ a.transpose(-1, -2) * torch.logspace(-6, 1, 500, dtype=torch.float64)[:, None, None] + 1e-9 * torch.eye(2)
-    factor = common.cholesky_2x2(cov)
+    factor = linalg.cholesky_2x2(cov)
     err = ((factor - torch.linalg.cholesky(cov)).abs() / cov.diagonal(dim1=-2, dim2=-1).sqrt().amax(-1)[:, None, None]).max().item()
     assert err < 1e-6, f"cholesky_2x2 differs from torch.linalg.cholesky by {err:.3g} (relative)"
-    inverse, logdet = common.inverse_and_logdet_2x2(cov)
+    inverse, logdet = linalg.inverse_and_logdet_2x2(cov)
     err_inv = ((inverse @ cov - torch.eye(2, dtype=torch.float64)).abs()).max().item()
     err_det = (logdet - torch.logdet(cov)).abs().max().item()
     assert err_inv < 1e-6 and err_det < 1e-6, f"inverse off by {err_inv:.3g}, log det off by {err_det:.3g}"
