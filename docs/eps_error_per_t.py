@@ -15,17 +15,18 @@ import torch
 
 import common
 import ddpm
-import plumbing
+import checkpoints
+import cli
 import roll
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", type=pathlib.Path, default=plumbing.DDPM_CHECKPOINT)
-    parser.add_argument("--n", type=plumbing.positive_int, default=20_000, help="fresh points per step")
-    parser.add_argument("--seed", type=plumbing.seed_int, default=1)
+    parser.add_argument("--checkpoint", type=pathlib.Path, default=checkpoints.DDPM_CHECKPOINT)
+    parser.add_argument("--n", type=cli.positive_int, default=20_000, help="fresh points per step")
+    parser.add_argument("--seed", type=cli.seed_int, default=1)
     args = parser.parse_args()
-    network, schedule, _ = plumbing.load_eps_network(args.checkpoint)
+    network, schedule, _ = checkpoints.load_eps_network(args.checkpoint)
     network.eval()
     generator = torch.Generator().manual_seed(args.seed)
     mean_sq_eps, mean_sq_x0_error = roll.eps_moments(network, schedule, args.n, generator)

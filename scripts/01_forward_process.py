@@ -18,7 +18,8 @@ import matplotlib.pyplot as plt
 import torch
 
 import common
-import plumbing
+import cli
+import figures
 import roll
 
 N_POINTS = 10_000     # points in the roll; the moments below have standard errors ~ 1/sqrt(N)
@@ -65,20 +66,20 @@ def draw_markov_chain(x0, x_T, path):
     for points, left, caption in ((x0, -1.65, "$x_0$: data"), (x_T, 8.35, "$x_T$: noise")):
         inset = ax.inset_axes([left, -0.6, 1.2, 1.2], transform=ax.transData)
         inset.scatter(*points[:GIF_POINTS].cpu().T, s=0.5, color="gray", rasterized=True)
-        inset.set(xlim=(-plumbing.AXIS_LIMIT, plumbing.AXIS_LIMIT), ylim=(-plumbing.AXIS_LIMIT, plumbing.AXIS_LIMIT),
+        inset.set(xlim=(-figures.AXIS_LIMIT, figures.AXIS_LIMIT), ylim=(-figures.AXIS_LIMIT, figures.AXIS_LIMIT),
                   xticks=[], yticks=[], aspect="equal", title=caption)
     ax.set(xlim=(-1.75, 9.65), ylim=(-1.25, 1.2), aspect="equal")
     ax.axis("off")
     fig.tight_layout()
-    plumbing.save_figure(fig, path)
+    figures.save_figure(fig, path)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n-points", type=plumbing.whole_number(MIN_POINTS), default=N_POINTS,
+    parser.add_argument("--n-points", type=cli.whole_number(MIN_POINTS), default=N_POINTS,
                         help=f"number of roll points, at least {MIN_POINTS} (default: %(default)s)")
-    plumbing.add_standard_args(parser)
-    args, device, generator = plumbing.parse_and_prepare(parser)
+    cli.add_standard_args(parser)
+    args, device, generator = cli.parse_and_prepare(parser)
 
     schedule = common.make_schedule()
     beta, alpha_bar, T = schedule.beta, schedule.alpha_bar, schedule.T
@@ -124,13 +125,13 @@ def main():
     fig, axes = plt.subplots(2, len(shown), figsize=(2.6 * len(shown), 6.2))
     for col, t in enumerate(shown):
         spread = ((1.0 - alpha_bar[t]) / alpha_bar[t]).sqrt().item()
-        plumbing.plot_points(axes[0, col], chain[t], f"chain, t = {t}\nnoise / signal {spread:.2f}")
-        plumbing.plot_points(axes[1, col], jump[t], f"closed form, t = {t}")
+        figures.plot_points(axes[0, col], chain[t], f"chain, t = {t}\nnoise / signal {spread:.2f}")
+        figures.plot_points(axes[1, col], jump[t], f"closed form, t = {t}")
         for row in (0, 1):
             axes[row, col].set(xticks=[], yticks=[])
     fig.suptitle("q(x_t | x_{t-1}) applied t times (top) and q(x_t | x_0) in one jump (bottom)")
     fig.tight_layout()
-    plumbing.save_figure(fig, args.images / "01_chain_vs_closed_form.png")
+    figures.save_figure(fig, args.images / "01_chain_vs_closed_form.png")
 
     # Figure: the schedule.
     steps = torch.arange(1, T + 1)
@@ -146,10 +147,10 @@ def main():
     right.set(xlabel="t", title="what is left of x0 after t steps")
     right.legend()
     fig.tight_layout()
-    plumbing.save_figure(fig, args.images / "01_schedule.png")
+    figures.save_figure(fig, args.images / "01_schedule.png")
 
     # Animation: the chain, one frame per step.
-    plumbing.save_points_gif(args.images / "01_forward_process.gif",
+    figures.save_points_gif(args.images / "01_forward_process.gif",
                              [x_t[:GIF_POINTS] for x_t in chain],
                              [f"forward process, t = {t}" for t in range(T + 1)])
     print(f"figures written to {args.images}/: 01_markov_chain.png, 01_chain_vs_closed_form.png, "

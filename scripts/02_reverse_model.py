@@ -25,7 +25,8 @@ import torch
 from matplotlib.patches import Ellipse
 
 import common
-import plumbing
+import cli
+import figures
 import roll
 from model import ReverseModel
 
@@ -38,8 +39,8 @@ N_ELLIPSES = 24        # ellipses drawn along the roll, at equal steps of the cu
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    plumbing.add_standard_args(parser)
-    args, device, generator = plumbing.parse_and_prepare(parser)
+    cli.add_standard_args(parser)
+    args, device, generator = cli.parse_and_prepare(parser)
 
     schedule = common.make_schedule()
     alpha_bar = schedule.alpha_bar
@@ -70,18 +71,18 @@ def main():
     # One step moves a point very little, so both panels stretch their arrows by the same factor.
     scale = ARROW_LENGTH / (mean_q - x_t).norm(dim=1).median().item()
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.6))
-    plumbing.plot_points(axes[0], x0, "")
+    figures.plot_points(axes[0], x0, "")
     axes[0].scatter(*x_t.cpu().T, s=4, color="tab:orange")
     axes[0].set_title(f"x0 (blue) and x_t at t = {t} (orange)")
     panels = [(axes[1], mean_q, f"posterior q(x_{{t-1}} | x_t, x0): mean - x_t\n(arrows x{scale:.0f})"),
               (axes[2], mean_p, f"untrained p(x_{{t-1}} | x_t): mean - x_t\n(arrows x{scale:.0f}, KL = {kl.mean().item():.1f} nats)")]
     for ax, mean, title in panels:
-        plumbing.plot_points(ax, x0, title)
+        figures.plot_points(ax, x0, title)
         drift = (mean - x_t).cpu()
         ax.quiver(*x_t.cpu().T, *(drift.T * scale), angles="xy", scale_units="xy", scale=1,
                   width=0.003, color="tab:red")
     fig.tight_layout()
-    plumbing.save_figure(fig, args.images / "02_posterior_vs_untrained.png")
+    figures.save_figure(fig, args.images / "02_posterior_vs_untrained.png")
     print(f"figure written to {args.images}/02_posterior_vs_untrained.png")
 
     # Why diagonal falls short: Cov(x0 | x_t) at a small t, by brute-force Bayes over the curve.
@@ -138,7 +139,7 @@ def draw_x0_covariance(path, x0_mean, x0_cov, x0_diagonal, background, t):
             add_ellipses(ax, x0_mean, covariances, color)
         for k, i in enumerate(zoomed):
             ax.annotate(str(k + 1), x0_mean[i].tolist(), xytext=(6, 6), textcoords="offset points", fontsize=10)
-        ax.set(xlim=(-plumbing.AXIS_LIMIT, plumbing.AXIS_LIMIT), ylim=(-plumbing.AXIS_LIMIT, plumbing.AXIS_LIMIT),
+        ax.set(xlim=(-figures.AXIS_LIMIT, figures.AXIS_LIMIT), ylim=(-figures.AXIS_LIMIT, figures.AXIS_LIMIT),
                aspect="equal", title=f"{title}\nt = {t}: ellipses of 2 standard deviations")
     for k, i in enumerate(zoomed):
         ax = axes[f"z{k}"]
@@ -151,7 +152,7 @@ def draw_x0_covariance(path, x0_mean, x0_cov, x0_diagonal, background, t):
                aspect="equal", xticks=[], yticks=[], title=f"point {k + 1}, enlarged")
     axes["z0"].legend(loc="lower left", fontsize=8)
     fig.tight_layout()
-    plumbing.save_figure(fig, path)
+    figures.save_figure(fig, path)
 
 
 if __name__ == "__main__":

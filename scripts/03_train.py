@@ -24,7 +24,10 @@ import torch
 from tqdm import tqdm
 
 import common
-import plumbing
+import checkpoints
+import cli
+import figures
+import runs
 import roll
 from model import COVARIANCES, ReverseModel
 
@@ -49,18 +52,18 @@ def learning_rate(i, iters, peak):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    plumbing.add_training_args(parser, ITERS, BATCH_SIZE, LR, "the bound K")
+    cli.add_training_args(parser, ITERS, BATCH_SIZE, LR, "the bound K")
     parser.add_argument("--covariance", choices=COVARIANCES[:2], default="full",
                         help="the reverse steps' covariance: a full 2x2 matrix, or diagonal as in "
                              "the paper (default: %(default)s)")
-    parser.add_argument("--checkpoint", type=pathlib.Path, default=plumbing.DEFAULT_CHECKPOINT,
+    parser.add_argument("--checkpoint", type=pathlib.Path, default=checkpoints.DEFAULT_CHECKPOINT,
                         help="where to save the model (default: outputs/model.pt)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from --checkpoint instead of starting afresh")
-    plumbing.add_standard_args(parser)
-    args, device, generator = plumbing.parse_and_prepare(parser)
-    plumbing.output_file_or_exit(parser, args.checkpoint, "the checkpoint")
-    plumbing.prepare_training()
+    cli.add_standard_args(parser)
+    args, device, generator = cli.parse_and_prepare(parser)
+    cli.output_file_or_exit(parser, args.checkpoint, "the checkpoint")
+    runs.prepare_training()
 
     schedule = common.make_schedule()
     T = schedule.T
@@ -68,7 +71,7 @@ def main():
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     start = 0
     if args.resume:
-        start = plumbing.resume(parser, args, RESUMED_SETTINGS, model, optimizer, generator)["iteration"]
+        start = runs.resume(parser, args, RESUMED_SETTINGS, model, optimizer, generator)["iteration"]
     model.train()
     reverse = common.reverse_of(model, schedule)
     entropy = common.entropy_part(schedule)
@@ -77,7 +80,7 @@ def main():
     curve, done = [], start
     began = time.perf_counter()
     bar = tqdm(range(start, args.iters), initial=start, total=args.iters, desc="training")
-    with plumbing.stop_on_ctrl_c() as interrupted:
+    with runs.stop_on_ctrl_c() as interrupted:
         for i in bar:
             if interrupted:
                 break
@@ -85,18 +88,18 @@ def main():
             t = torch.randint(2, T + 1, (args.batch_size,), generator=generator).to(device)
             kl = common.kl_one_step(reverse, x0, t, schedule, generator)
             loss = (T - 1) * kl.mean() - entropy
-            plumbing.exit_if_not_finite(parser, loss, i + 1, args.lr, LR, bar)
-            plumbing.take_step(optimizer, loss, learning_rate(i, args.iters, args.lr))
+            runs.exit_if_not_finite(parser, loss, i + 1, args.lr, LR, bar)
+            runs.take_step(optimizer, loss, learning_rate(i, args.iters, args.lr))
             done = i + 1
             curve.append(-loss.item())
             if done % LOG_EVERY == 0:
                 bar.set_postfix(K_bits=f"{common.nats_to_bits(sum(curve[-LOG_EVERY:]) / LOG_EVERY):.2f}")
     bar.close()
     seconds = time.perf_counter() - began
-    plumbing.save_checkpoint(args.checkpoint, model, schedule, args, done,
+    checkpoints.save_checkpoint(args.checkpoint, model, schedule, args, done,
                              optimizer_state=optimizer.state_dict(), generator_state=generator.get_state())
     if interrupted:
-        plumbing.exit_interrupted(parser, args, done, "scripts/03_train.py")
+        runs.exit_interrupted(parser, args, done, "scripts/03_train.py")
 
     # Held-out K: fresh points from their own seed, every t summed exactly (not sampled).
     model.eval()
@@ -126,7 +129,7 @@ def main():
                title="the bound K while training")
         ax.legend(loc="lower right")
         fig.tight_layout()
-        plumbing.save_figure(fig, args.images / "03_training_curve.png")
+        figures.save_figure(fig, args.images / "03_training_curve.png")
         print(f"figure written to {args.images}/03_training_curve.png")
 
 

@@ -22,7 +22,9 @@ import numpy as np
 import torch
 
 import common
-import plumbing
+import checkpoints
+import cli
+import figures
 import roll
 
 N_SAMPLES = 5000          # samples drawn and scored
@@ -35,18 +37,18 @@ GIF_HOLD = 10             # extra frames on the finished roll before the animati
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", type=pathlib.Path, default=plumbing.DEFAULT_CHECKPOINT,
+    parser.add_argument("--checkpoint", type=pathlib.Path, default=checkpoints.DEFAULT_CHECKPOINT,
                         help="the trained model (default: outputs/model.pt, from scripts/03_train.py)")
-    parser.add_argument("--out", type=pathlib.Path, default=plumbing.OUTPUTS / "samples.npy",
+    parser.add_argument("--out", type=pathlib.Path, default=cli.OUTPUTS / "samples.npy",
                         help="where to save the samples, an (N, 2) array (default: outputs/samples.npy)")
-    parser.add_argument("--n-samples", type=plumbing.positive_int, default=N_SAMPLES,
+    parser.add_argument("--n-samples", type=cli.positive_int, default=N_SAMPLES,
                         help="number of samples (default: %(default)s)")
-    plumbing.add_standard_args(parser)
-    args, device, generator = plumbing.parse_and_prepare(parser)
-    plumbing.output_file_or_exit(parser, args.out, "the samples", example="samples.npy")
+    cli.add_standard_args(parser)
+    args, device, generator = cli.parse_and_prepare(parser)
+    cli.output_file_or_exit(parser, args.out, "the samples", example="samples.npy")
     try:
-        model, schedule, _ = plumbing.load_checkpoint(args.checkpoint, device)
-    except plumbing.CheckpointError as error:
+        model, schedule, _ = checkpoints.load_checkpoint(args.checkpoint, device)
+    except checkpoints.CheckpointError as error:
         parser.exit(1, f"error: {error}\n")
 
     T = schedule.T
@@ -60,7 +62,7 @@ def main():
         with open(temporary, "wb") as file:  # a file object: np.save would add .npy to a name
             np.save(file, x0_sampled.numpy())
 
-    plumbing.replace_atomically(args.out, write_samples)
+    checkpoints.replace_atomically(args.out, write_samples)
     print(f"{n} samples drawn with all {T} reverse steps, t = {T} down to 1; saved to {args.out}")
 
     # How close to the roll? The data's law is known: on the curve, uniform along it. A real
@@ -87,12 +89,12 @@ def main():
 
     fig, axes = plt.subplots(3, 3, figsize=(10.5, 11))
     for col, (t, t_drift) in enumerate(zip(shown, drift_steps)):
-        plumbing.plot_points(axes[0, col], forward[t], f"q: t = {t}")
-        plumbing.plot_points(axes[1, col], trajectory[t], f"p: t = {t}")
+        figures.plot_points(axes[0, col], forward[t], f"q: t = {t}")
+        figures.plot_points(axes[1, col], trajectory[t], f"p: t = {t}")
         # Each panel has its own arrow scale, or the tiny drift near t = 0 would be invisible.
         scale = ARROW_LENGTH / drift[t_drift].norm(dim=1).quantile(0.9).clamp_min(1e-12).item()
         step = f"t = {t_drift}" + (" (first learned step)" if t_drift != t else "")
-        plumbing.plot_points(axes[2, col], x0_real, f"drift: {step}, arrows x{scale:.3g}")
+        figures.plot_points(axes[2, col], x0_real, f"drift: {step}, arrows x{scale:.3g}")
         axes[2, col].quiver(*grid.T, *(drift[t_drift].T * scale), angles="xy", scale_units="xy",
                             scale=1, width=0.004, color="tab:red")
     rows = ["forward q(x_t | x_0)\ndata to noise", "reverse p(x_{t-1} | x_t)\nnoise to data",
@@ -102,11 +104,11 @@ def main():
     fig.suptitle(f"Figure 1 of Sohl-Dickstein et al. (2015), redrawn: columns t = 0, T/2 = {T // 2}, "
                  f"T = {T}", fontsize=12)
     fig.tight_layout()
-    plumbing.save_figure(fig, args.images / "04_figure1.png")
+    figures.save_figure(fig, args.images / "04_figure1.png")
 
     # Animation: the reverse trajectory, one frame per step from t = T to 0, then a pause.
     steps = list(range(T, -1, -1)) + [0] * GIF_HOLD
-    plumbing.save_points_gif(args.images / "04_reverse_process.gif",
+    figures.save_points_gif(args.images / "04_reverse_process.gif",
                              [trajectory[t][:GIF_POINTS] for t in steps],
                              [f"reverse process, t = {t}" for t in steps])
     print(f"figures written to {args.images}/: 04_figure1.png, 04_reverse_process.gif")

@@ -28,7 +28,10 @@ from tqdm import tqdm
 
 import common
 import ddpm
-import plumbing
+import checkpoints
+import cli
+import figures
+import runs
 import roll
 from model import ReverseModel
 
@@ -49,7 +52,7 @@ U_BINS = 20               # bins of the position along the curve in the samples 
 def train_l_simple(model, schedule, args, generator, device):
     """Algorithm 1 with t uniform in 2..T: minimise ||eps - eps_theta(x_t, t)||^2. Returns the
     moving average of the weights (a ReverseModel), the loss of every iteration and the seconds."""
-    average, optimizer, learning_rate = plumbing.adam_with_average(model, args.lr, args.iters, EMA_DECAY)
+    average, optimizer, learning_rate = runs.adam_with_average(model, args.lr, args.iters, EMA_DECAY)
     losses, began = [], time.perf_counter()
     for i in tqdm(range(args.iters), desc="training with L_simple"):
         t = torch.randint(2, schedule.T + 1, (args.batch_size,), generator=generator).to(device)
@@ -57,7 +60,7 @@ def train_l_simple(model, schedule, args, generator, device):
         loss = (eps - model(x_t, t)[0]).square().sum(1).mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the loss became {loss.item()} at iteration {i + 1}")
-        plumbing.take_step(optimizer, loss)
+        runs.take_step(optimizer, loss)
         learning_rate.step()
         average.update_parameters(model)
         losses.append(loss.item())
@@ -100,35 +103,35 @@ def variance_table(schedule, per_step):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    plumbing.add_training_args(parser, ITERS, BATCH_SIZE, LR, "L_simple")
-    parser.add_argument("--n-samples", type=plumbing.positive_int, default=N_SAMPLES,
+    cli.add_training_args(parser, ITERS, BATCH_SIZE, LR, "L_simple")
+    parser.add_argument("--n-samples", type=cli.positive_int, default=N_SAMPLES,
                         help="samples drawn and scored for each variance (default: %(default)s)")
-    parser.add_argument("--n-heldout", type=plumbing.whole_number(2, roll.N_HELDOUT), default=roll.N_HELDOUT,
+    parser.add_argument("--n-heldout", type=cli.whole_number(2, roll.N_HELDOUT), default=roll.N_HELDOUT,
                         help="held-out points for K (default: %(default)s)")
-    parser.add_argument("--checkpoint", type=pathlib.Path, default=plumbing.DDPM_CHECKPOINT,
+    parser.add_argument("--checkpoint", type=pathlib.Path, default=checkpoints.DDPM_CHECKPOINT,
                         help="where to save the eps-network (default: outputs/ddpm.pt)")
     parser.add_argument("--reuse", action="store_true",
                         help="score the eps-network already in --checkpoint instead of training one")
-    parser.add_argument("--chapter3", type=pathlib.Path, default=plumbing.DEFAULT_CHECKPOINT,
+    parser.add_argument("--chapter3", type=pathlib.Path, default=checkpoints.DEFAULT_CHECKPOINT,
                         help="chapter 3's model, whose K is shown for comparison when the file "
                              "exists (default: outputs/model.pt)")
-    plumbing.add_standard_args(parser)
-    args, device, generator = plumbing.parse_and_prepare(parser)
+    cli.add_standard_args(parser)
+    args, device, generator = cli.parse_and_prepare(parser)
     if not args.reuse:
-        plumbing.output_file_or_exit(parser, args.checkpoint, "the checkpoint", example="ddpm.pt")
-    plumbing.prepare_training()
+        cli.output_file_or_exit(parser, args.checkpoint, "the checkpoint", example="ddpm.pt")
+    runs.prepare_training()
     # Built before any other model, so its initial weights depend on --seed alone.
     eps_network = ReverseModel(covariance="none").to(device)
     try:
         chapter3 = None
         if args.chapter3.exists():
-            chapter3, _, saved = plumbing.load_checkpoint(args.chapter3, device)
+            chapter3, _, saved = checkpoints.load_checkpoint(args.chapter3, device)
             if saved["model_config"].get("covariance") == "none":
-                raise plumbing.CheckpointError(f"{args.chapter3} holds an eps-network, not a model trained "
+                raise checkpoints.CheckpointError(f"{args.chapter3} holds an eps-network, not a model trained "
                                                f"on K: give --chapter3 the checkpoint of scripts/03_train.py")
         if args.reuse:
-            eps_network, schedule, saved = plumbing.load_eps_network(args.checkpoint, device)
-    except plumbing.CheckpointError as error:
+            eps_network, schedule, saved = checkpoints.load_eps_network(args.checkpoint, device)
+    except checkpoints.CheckpointError as error:
         parser.exit(1, f"error: {error}\n")
 
     # 1. Algorithm 1: the same body as chapter 3, eps outputs only, t uniform in 2..T (t = 1 stays
@@ -142,7 +145,7 @@ def main():
         except FloatingPointError as error:
             parser.exit(1, f"error: {error}, so training stopped and no checkpoint was written; try a "
                            f"smaller --lr, such as the default {LR:g}\n")
-        plumbing.save_checkpoint(args.checkpoint, eps_network, schedule, args, args.iters,
+        checkpoints.save_checkpoint(args.checkpoint, eps_network, schedule, args, args.iters,
                                  generator_state=generator.get_state())
         first, last = sum(losses[:50]) / len(losses[:50]), sum(losses[-50:]) / len(losses[-50:])
         print(f"trained {args.iters} iterations in {seconds:.1f} s ({args.iters / seconds:.1f} it/s) on {device}; "
@@ -218,7 +221,7 @@ def main():
     axes[1].set(xlabel="step t", ylabel="E||eps - eps_theta||^2 (fresh points)",
                 title="the trained eps-network's error, per step")
     fig.tight_layout()
-    plumbing.save_figure(fig, args.images / "05_weights.png")
+    figures.save_figure(fig, args.images / "05_weights.png")
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for name, var in variance.items():
@@ -233,7 +236,7 @@ def main():
                 title="where each variance loses its bits")
     axes[1].legend()
     fig.tight_layout()
-    plumbing.save_figure(fig, args.images / "05_kl_per_step.png")
+    figures.save_figure(fig, args.images / "05_kl_per_step.png")
 
     # Below each variance's samples: where along the curve they fell (u of the nearest curve
     # point, uniform for the data), in U_BINS bins against the band chance gives at this size.
@@ -242,7 +245,7 @@ def main():
     expected = args.n_samples / U_BINS
     band = 2.0 * math.sqrt(expected * (1.0 - 1.0 / U_BINS)) / expected
     for top, bottom, name in zip(axes[0], axes[1], VARIANCES):
-        plumbing.plot_points(top, samples[name], f"{name}\nK = {K[name][0]:.2f} bits, "
+        figures.plot_points(top, samples[name], f"{name}\nK = {K[name][0]:.2f} bits, "
                                                  f"off-curve {100 * scores[name]['off_curve']:.2f}%")
         top.set(xticks=[], yticks=[])
         _, u = roll.nearest_on_curve(samples[name])
@@ -254,7 +257,7 @@ def main():
     axes[1, 0].set_ylabel("density / uniform")
     axes[1, 0].legend(loc="lower left")
     fig.tight_layout()
-    plumbing.save_figure(fig, args.images / "05_samples.png")
+    figures.save_figure(fig, args.images / "05_samples.png")
     print(f"figures written to {args.images}/: 05_weights.png, 05_kl_per_step.png, 05_samples.png")
 
 

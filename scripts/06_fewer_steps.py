@@ -37,7 +37,9 @@ import torch
 import common
 import ddpm
 import ddim
-import plumbing
+import checkpoints
+import cli
+import figures
 import roll
 
 STEPS = (40, 20, 10, 5, 2)  # lengths of the sub-sequence, the fixed last step included
@@ -54,7 +56,7 @@ K_RANGE = 4.0             # bits of K shown on 06_quality.png's linear axis, bel
 
 def steps_list(text):
     """argparse type for --steps: comma-separated sub-sequence lengths, each from 2 to T."""
-    values = [plumbing.whole_number(2, common.T)(part) for part in text.split(",")]
+    values = [cli.whole_number(2, common.T)(part) for part in text.split(",")]
     if len(set(values)) != len(values):
         raise argparse.ArgumentTypeError(f"each number of steps once, got '{text}'")
     return sorted(values, reverse=True)
@@ -62,18 +64,18 @@ def steps_list(text):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", type=pathlib.Path, default=plumbing.DDPM_CHECKPOINT,
+    parser.add_argument("--checkpoint", type=pathlib.Path, default=checkpoints.DDPM_CHECKPOINT,
                         help="chapter 5's eps-network (default: outputs/ddpm.pt, from scripts/05_ddpm.py)")
     parser.add_argument("--steps", type=steps_list, default=list(STEPS),
                         help=f"comma-separated numbers of steps, each from 2 to T = {common.T} "
                              f"(default: {','.join(map(str, STEPS))})")
     parser.add_argument("--spacing", choices=ddim.SPACINGS, default="log_snr",
                         help="spread the steps evenly in t or in log signal-to-noise ratio (default: %(default)s)")
-    parser.add_argument("--n-samples", type=plumbing.positive_int, default=N_SAMPLES,
+    parser.add_argument("--n-samples", type=cli.positive_int, default=N_SAMPLES,
                         help="samples per run (default: %(default)s)")
-    parser.add_argument("--k-points", type=plumbing.whole_number(0), default=K_POINTS,
+    parser.add_argument("--k-points", type=cli.whole_number(0), default=K_POINTS,
                         help="held-out points for K, 0 to skip K (default: %(default)s)")
-    parser.add_argument("--moment-points", type=plumbing.positive_int, default=MOMENT_POINTS,
+    parser.add_argument("--moment-points", type=cli.positive_int, default=MOMENT_POINTS,
                         help="roll points per step for E||eps_theta||^2 (default: %(default)s)")
     parser.add_argument("--out-dir", type=pathlib.Path, default=None,
                         help="folder for the samples (default: outputs/fewer_steps, with _bayes added "
@@ -87,19 +89,19 @@ def main():
                              "curve, instead of the network: what the samplers do with no network error. "
                              "Slow: 2,000 samples at 40 and 10 steps with --k-points 0 "
                              "--moment-points 2000 took about 4 min of CPU. Draws no figures")
-    plumbing.add_standard_args(parser)
-    args, device, generator = plumbing.parse_and_prepare(parser)
+    cli.add_standard_args(parser)
+    args, device, generator = cli.parse_and_prepare(parser)
     if args.out_dir is None:
-        args.out_dir = plumbing.OUTPUTS / ("fewer_steps" + ("_bayes" if args.bayes_eps else "")
+        args.out_dir = cli.OUTPUTS / ("fewer_steps" + ("_bayes" if args.bayes_eps else "")
                                            + ("_from_data" if args.start == "data" else ""))
-    plumbing.writable_dir_or_exit(parser, args.out_dir, "the samples")
+    cli.writable_dir_or_exit(parser, args.out_dir, "the samples")
     if args.bayes_eps:
         schedule = common.make_schedule()
         network = roll.bayes_optimal_eps(schedule)
     else:
         try:
-            network, schedule, _ = plumbing.load_eps_network(args.checkpoint, device)
-        except plumbing.CheckpointError as error:
+            network, schedule, _ = checkpoints.load_eps_network(args.checkpoint, device)
+        except checkpoints.CheckpointError as error:
             parser.exit(1, f"error: {error}\n")
 
     # Analytic-DPM's statistic is a property of the network at its own steps; each respaced chain
@@ -131,7 +133,7 @@ def main():
                    else roll.noised_roll(args.n_samples, schedule.T, schedule, run_generator)[2])
             trajectory = common.sample_chain(reverse, args.n_samples, steps, run_generator, device, x_T=x_T)
             x0 = trajectory[0].cpu()
-            plumbing.save_array(args.out_dir / f"{name}_{steps}.npy", x0)
+            checkpoints.save_array(args.out_dir / f"{name}_{steps}.npy", x0)
             scores = roll.score_samples(x0)
             K = None
             if name in STOCHASTIC and args.k_points:
@@ -162,10 +164,10 @@ def draw_samples(path, samples, steps):
                              squeeze=False)
     for row, name in enumerate(SAMPLERS):
         for col, S in enumerate(steps):
-            plumbing.plot_points(axes[row, col], samples[name, S], f"{name}, {S} steps")
+            figures.plot_points(axes[row, col], samples[name, S], f"{name}, {S} steps")
             axes[row, col].set(xticks=[], yticks=[])
     fig.tight_layout()
-    plumbing.save_figure(fig, path)
+    figures.save_figure(fig, path)
 
 
 def draw_paths(path, paths):
@@ -179,10 +181,10 @@ def draw_paths(path, paths):
         ax.plot(lines[:, i, 0], lines[:, i, 1], color=colors[i], lw=0.5, alpha=0.6)
     ax.scatter(lines[-1, :, 0], lines[-1, :, 1], s=3, color="gray", label="x_T (noise)")
     ax.scatter(lines[0, :, 0], lines[0, :, 1], s=3, c=colors, label="x_0 (colour: position u along the roll)")
-    ax.set(xlim=(-plumbing.AXIS_LIMIT, plumbing.AXIS_LIMIT), ylim=(-plumbing.AXIS_LIMIT, plumbing.AXIS_LIMIT),
+    ax.set(xlim=(-figures.AXIS_LIMIT, figures.AXIS_LIMIT), ylim=(-figures.AXIS_LIMIT, figures.AXIS_LIMIT),
            aspect="equal", title=f"DDIM, eta = 0, {len(paths) - 1} steps: each noise point's one path")
     ax.legend(loc="lower left", fontsize=8)
-    plumbing.save_figure(fig, path)
+    figures.save_figure(fig, path)
 
 
 def draw_quality(path, results, steps, band):
@@ -219,7 +221,7 @@ def draw_quality(path, results, steps, band):
         axes[2].set_ylim(floor - 0.3 * K_RANGE, floor + 1.1 * K_RANGE)
         axes[2].set_title(f"K below {floor:.1f} bits: v on the floor, value below", fontsize=9)
     fig.tight_layout()
-    plumbing.save_figure(fig, path)
+    figures.save_figure(fig, path)
 
 
 if __name__ == "__main__":

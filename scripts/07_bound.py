@@ -40,7 +40,9 @@ import torch
 
 import common
 import likelihood
-import plumbing
+import checkpoints
+import cli
+import figures
 import roll
 
 M_VALUES = (1, 4, 16, 64, 256)   # trajectories per point in the importance-weighted bound
@@ -123,34 +125,34 @@ def schedule_grid(n, seed, ends=GRID_ENDS, T=common.T):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", type=pathlib.Path, default=plumbing.DEFAULT_CHECKPOINT,
+    parser.add_argument("--checkpoint", type=pathlib.Path, default=checkpoints.DEFAULT_CHECKPOINT,
                         help="the trained model (default: outputs/model.pt, from scripts/03_train.py)")
-    parser.add_argument("--points", type=plumbing.whole_number(2, roll.N_HELDOUT), default=IW_POINTS,
+    parser.add_argument("--points", type=cli.whole_number(2, roll.N_HELDOUT), default=IW_POINTS,
                         help="held-out points for the importance-weighted bound (default: %(default)s)")
-    parser.add_argument("--M", type=plumbing.positive_int, nargs="+", default=list(M_VALUES),
+    parser.add_argument("--M", type=cli.positive_int, nargs="+", default=list(M_VALUES),
                         help="trajectories per point; the largest is drawn, smaller M reuse it in "
                              "groups (default: %(default)s)")
-    parser.add_argument("--bayes-points", type=plumbing.whole_number(2, roll.N_HELDOUT),
+    parser.add_argument("--bayes-points", type=cli.whole_number(2, roll.N_HELDOUT),
                         default=BAYES_POINTS,
                         help="held-out points for the best K of each T and path (default: %(default)s)")
-    parser.add_argument("--steps", type=plumbing.whole_number(2), nargs="+", default=list(STEPS),
+    parser.add_argument("--steps", type=cli.whole_number(2), nargs="+", default=list(STEPS),
                         help="the T of the best K against T (default: %(default)s)")
-    parser.add_argument("--shape-steps", type=plumbing.whole_number(2), nargs="+", default=list(SHAPE_STEPS),
+    parser.add_argument("--shape-steps", type=cli.whole_number(2), nargs="+", default=list(SHAPE_STEPS),
                         help="the T at which the paths between the ends are compared (default: %(default)s)")
     parser.add_argument("--grid", action="store_true",
                         help="only print the grid of schedules (paths x noisy ends, best K of both classes "
                              "on --bayes-points points and KL(q(x_T) || N(0, I))), which chose ours; "
                              "no model needed, no figure")
-    plumbing.add_standard_args(parser)
-    args, device, generator = plumbing.parse_and_prepare(parser)
+    cli.add_standard_args(parser)
+    args, device, generator = cli.parse_and_prepare(parser)
     if args.grid:
         began = time.perf_counter()
         schedule_grid(args.bayes_points, args.seed)
         print(f"({time.perf_counter() - began:.0f} s)")
         return
     try:
-        model, schedule, _ = plumbing.load_checkpoint(args.checkpoint, device)
-    except plumbing.CheckpointError as error:
+        model, schedule, _ = checkpoints.load_checkpoint(args.checkpoint, device)
+    except checkpoints.CheckpointError as error:
         parser.exit(1, f"error: {error}\n")
     m_values, m_max = sorted(set(args.M)), max(args.M)
     n = args.points
@@ -195,7 +197,7 @@ def main():
            title="the model's log-likelihood is at least this")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8)
     fig.tight_layout()
-    plumbing.save_figure(fig, args.images / "07_iw_bound.png")
+    figures.save_figure(fig, args.images / "07_iw_bound.png")
 
     # --- 2. and 3. the best K against T, and the path between the fixed ends ---------------------
     began = time.perf_counter()
@@ -255,7 +257,7 @@ def main():
            title="more steps, a better bound")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    plumbing.save_figure(fig, args.images / "07_bound_vs_T.png")
+    figures.save_figure(fig, args.images / "07_bound_vs_T.png")
 
     # One colour per path in all three panels; one panel per class, so each shows three lines.
     fig, (paths, *panels) = plt.subplots(1, 3, figsize=(13, 4.3))
@@ -280,7 +282,7 @@ def main():
                   title=f"Bayes-optimal K, {covariance} covariance steps")
         panel.legend(fontsize=9, loc="lower right")
     fig.tight_layout()
-    plumbing.save_figure(fig, args.images / "07_schedules.png")
+    figures.save_figure(fig, args.images / "07_schedules.png")
     print(f"figures written to {args.images}/: 07_iw_bound.png, 07_bound_vs_T.png, 07_schedules.png")
 
 

@@ -33,7 +33,10 @@ import ddim
 import ddpm
 import digits
 import pictures
-import plumbing
+import checkpoints
+import cli
+import figures
+import runs
 from unet import UNet, n_parameters
 
 # The schedule (README chapter 8, "The schedule"; measured in docs/chapter8.md).
@@ -89,36 +92,36 @@ def centres(levels):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    plumbing.add_training_args(parser, ITERS, BATCH_SIZE, LR, "the eps loss")
+    cli.add_training_args(parser, ITERS, BATCH_SIZE, LR, "the eps loss")
     parser.add_argument("--loss", choices=LOSSES, default="simple",
                         help="L_simple (every step weighted 1) or the bound's weights (default: %(default)s)")
-    parser.add_argument("--T", type=plumbing.whole_number(2), default=T,
+    parser.add_argument("--T", type=cli.whole_number(2), default=T,
                         help="diffusion steps of a new run, its ends kept (default: %(default)s)")
     parser.add_argument("--schedule-shape", choices=("cosine", "linear"), default=SCHEDULE_SHAPE,
                         help="the path of log SNR between the two ends, for a new run (default: %(default)s)")
-    parser.add_argument("--beta-1", type=plumbing.positive_float, default=BETA_1,
+    parser.add_argument("--beta-1", type=cli.positive_float, default=BETA_1,
                         help="the first step's noise variance of a new run (default: %(default)s)")
-    parser.add_argument("--base-channels", type=plumbing.whole_number(8), default=BASE_CHANNELS,
+    parser.add_argument("--base-channels", type=cli.whole_number(8), default=BASE_CHANNELS,
                         help="UNet channels at 8 x 8, a multiple of 8 (default: %(default)s)")
     parser.add_argument("--attention", action="store_true", help="self-attention at 2 x 2")
     parser.add_argument("--dropout", type=float, default=DROPOUT,
                         help="dropout inside each residual block while training (default: %(default)s)")
-    parser.add_argument("--n-samples", type=plumbing.whole_number(20), default=N_SAMPLES,
+    parser.add_argument("--n-samples", type=cli.whole_number(20), default=N_SAMPLES,
                         help="samples drawn and scored per sampler (default: %(default)s)")
-    parser.add_argument("--n-moments", type=plumbing.whole_number(2), default=N_MOMENTS,
+    parser.add_argument("--n-moments", type=cli.whole_number(2), default=N_MOMENTS,
                         help="training digits per step for the best reverse variance (default: %(default)s)")
-    parser.add_argument("--n-bound", type=plumbing.whole_number(2, digits.N_HELDOUT), default=digits.N_HELDOUT,
+    parser.add_argument("--n-bound", type=cli.whole_number(2, digits.N_HELDOUT), default=digits.N_HELDOUT,
                         help="held-out digits (and as many training digits) the bound is measured "
                              "on (default: all %(default)s)")
-    parser.add_argument("--checkpoint", type=pathlib.Path, default=plumbing.PICTURES_CHECKPOINT,
+    parser.add_argument("--checkpoint", type=pathlib.Path, default=checkpoints.PICTURES_CHECKPOINT,
                         help="where to save the UNet (default: outputs/pictures/unet.pt)")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --checkpoint")
     parser.add_argument("--reuse", action="store_true",
                         help="score the UNet already in --checkpoint instead of training one")
-    parser.add_argument("--samples", type=pathlib.Path, default=plumbing.OUTPUTS / "pictures" / "samples.npy",
+    parser.add_argument("--samples", type=pathlib.Path, default=cli.OUTPUTS / "pictures" / "samples.npy",
                         help="where to write the samples, (N, 8, 8) levels (default: outputs/pictures/samples.npy)")
-    plumbing.add_standard_args(parser)
-    args, device, generator = plumbing.parse_and_prepare(parser)
+    cli.add_standard_args(parser)
+    args, device, generator = cli.parse_and_prepare(parser)
     if args.base_channels % 8:
         parser.error(f"--base-channels must be a multiple of 8 (GroupNorm's groups), got {args.base_channels}")
     if not 0.0 <= args.dropout < 1.0:
@@ -128,9 +131,9 @@ def main():
     if args.resume and args.reuse:
         parser.error("--resume continues training and --reuse skips it: give one of them")
     if not args.reuse:
-        plumbing.output_file_or_exit(parser, args.checkpoint, "the checkpoint", example="unet.pt")
-    plumbing.output_file_or_exit(parser, args.samples, "the samples", example="samples.npy")
-    plumbing.prepare_training()
+        cli.output_file_or_exit(parser, args.checkpoint, "the checkpoint", example="unet.pt")
+    cli.output_file_or_exit(parser, args.samples, "the samples", example="samples.npy")
+    runs.prepare_training()
 
     # 1. The data: 1,500 training and 297 held-out digits, levels 0..16, pixels in [-1, 1).
     split = digits.load_split()
@@ -146,15 +149,15 @@ def main():
     start, saved = 0, None
     try:
         if args.reuse:
-            average, schedule, saved = plumbing.load_unet_checkpoint(args.checkpoint, device, conditional=False)
+            average, schedule, saved = checkpoints.load_unet_checkpoint(args.checkpoint, device, conditional=False)
             model = average
         elif args.resume:
-            saved = plumbing.resume(parser, args, RESUMED_SETTINGS, model, optimizer, generator,
-                                    load=lambda path: plumbing.load_unet_checkpoint(
+            saved = runs.resume(parser, args, RESUMED_SETTINGS, model, optimizer, generator,
+                                    load=lambda path: checkpoints.load_unet_checkpoint(
                                         path, device, conditional=False, weights="training_state"))
             average.load_state_dict(saved["model_state"])
             start = saved["iteration"]
-    except plumbing.CheckpointError as error:
+    except checkpoints.CheckpointError as error:
         parser.exit(1, f"error: {error}\n")
     stages = []
     model(torch.zeros(1, 1, digits.SIDE, digits.SIDE, device=device), schedule.T, record=stages)
@@ -179,7 +182,7 @@ def main():
         losses, began = [], time.perf_counter()
         bar = tqdm(range(start, args.iters), initial=start, total=args.iters, desc=f"training ({args.loss})")
         done = start
-        with plumbing.stop_on_ctrl_c() as interrupted:
+        with runs.stop_on_ctrl_c() as interrupted:
             for i in bar:
                 if interrupted:
                     break
@@ -190,8 +193,8 @@ def main():
                 x_t = common.x_t_from_eps(x0, eps, t, schedule)
                 error = (eps - pictures.flat(model(pictures.as_images(x_t), t))).square().sum(1)
                 loss = (weights[t] * error).mean()
-                plumbing.exit_if_not_finite(parser, loss, i + 1, args.lr, LR, bar)
-                plumbing.take_step(optimizer, loss, plumbing.cosine_decay(i, args.iters, args.lr))
+                runs.exit_if_not_finite(parser, loss, i + 1, args.lr, LR, bar)
+                runs.take_step(optimizer, loss, runs.cosine_decay(i, args.iters, args.lr))
                 update_average(average, model, i)
                 done = i + 1
                 losses.append(error.mean().item())
@@ -199,11 +202,11 @@ def main():
                     bar.set_postfix(eps_error=f"{np.mean(losses[-50:]):.2f}")
         bar.close()
         seconds = time.perf_counter() - began
-        plumbing.save_unet_checkpoint(args.checkpoint, average, schedule, args, done,
+        checkpoints.save_unet_checkpoint(args.checkpoint, average, schedule, args, done,
                                       training_state=model.state_dict(), optimizer_state=optimizer.state_dict(),
                                       generator_state=generator.get_state())
         if interrupted:
-            plumbing.exit_interrupted(parser, args, done, SCRIPT)
+            runs.exit_interrupted(parser, args, done, SCRIPT)
         print(f"trained {done - start} iterations in {seconds:.1f} s ({(done - start) / seconds:.1f} it/s) on "
               f"{device}; ||eps - eps_theta||^2 over the last 50 batches {np.mean(losses[-50:]):.2f} "
               f"(of 64 at the start)")
@@ -243,7 +246,7 @@ def main():
     trajectory = common.sample_chain(sampler, args.n_samples, schedule.T, torch.Generator().manual_seed(args.seed),
                                      device, d=digits.PIXELS)
     samples = digits.to_levels(trajectory[0])
-    plumbing.save_array(args.samples, samples)
+    checkpoints.save_array(args.samples, samples)
     print(f"{args.n_samples} samples of Algorithm 2 in {time.perf_counter() - began:.0f} s, written to {args.samples}")
     classifier = digits.fit_digit_classifier(train_x, train_y)
     accuracy = float((classifier.predict(digits.features(heldout_x)) == heldout_y).mean())
@@ -273,10 +276,10 @@ def main():
 
     # 7. Figures.
     fig, axes = plt.subplots(1, 2, figsize=(10, 5.4))
-    plumbing.show_digits(axes[0], centres(samples[:100]), 10, f"samples (Algorithm 2, T = {schedule.T})", **PIXEL_SCALE)
-    plumbing.show_digits(axes[1], centres(heldout_x[:100]), 10, "held-out digits", **PIXEL_SCALE)
+    figures.show_digits(axes[0], centres(samples[:100]), 10, f"samples (Algorithm 2, T = {schedule.T})", **PIXEL_SCALE)
+    figures.show_digits(axes[1], centres(heldout_x[:100]), 10, "held-out digits", **PIXEL_SCALE)
     fig.tight_layout()
-    plumbing.save_figure(fig, args.images / "08_samples.png")
+    figures.save_figure(fig, args.images / "08_samples.png")
 
     shown_t = [round(schedule.T * f) for f in (0, 0.05, 0.125, 0.25, 0.5, 0.75, 1)]
     forward_generator = torch.Generator().manual_seed(args.seed)
@@ -285,20 +288,20 @@ def main():
     fig, axes = plt.subplots(1, len(shown_t), figsize=(1.6 * len(shown_t), 6))
     for ax, t in zip(axes, shown_t):
         x_t = x0 if t == 0 else common.x_t_from_eps(x0, eps, t, schedule)
-        plumbing.show_digits(ax, x_t.numpy(), 1, f"t = {t}", **PIXEL_SCALE)
+        figures.show_digits(ax, x_t.numpy(), 1, f"t = {t}", **PIXEL_SCALE)
     fig.suptitle("the forward process q(x_t | x0) on six held-out digits")
     fig.tight_layout()
-    plumbing.save_figure(fig, args.images / "08_forward.png")
+    figures.save_figure(fig, args.images / "08_forward.png")
 
     frame_t = sorted({round(schedule.T * (1 - k / (GIF_FRAMES - 1)) ** 2) for k in range(GIF_FRAMES)}, reverse=True)
     fig, ax = plt.subplots(figsize=(3.6, 3.9))
 
     def draw(k):
         ax.clear()
-        plumbing.show_digits(ax, trajectory[frame_t[k]][:16].cpu().numpy(), 4, f"reverse process, t = {frame_t[k]}", **PIXEL_SCALE)
+        figures.show_digits(ax, trajectory[frame_t[k]][:16].cpu().numpy(), 4, f"reverse process, t = {frame_t[k]}", **PIXEL_SCALE)
 
     animation = FuncAnimation(fig, draw, frames=len(frame_t))
-    plumbing.replace_atomically(args.images / "08_reverse.gif",
+    checkpoints.replace_atomically(args.images / "08_reverse.gif",
                                 lambda temporary: animation.save(temporary, writer=PillowWriter(fps=8), dpi=60))
     plt.close(fig)
 
@@ -312,18 +315,18 @@ def main():
            title="the bound against the baselines")
     ax.invert_yaxis()
     fig.tight_layout()
-    plumbing.save_figure(fig, args.images / "08_bits.png")
+    figures.save_figure(fig, args.images / "08_bits.png")
 
     index, distance, _ = digits.nearest_training(samples[:12], train_x)
     fig, axes = plt.subplots(2, 12, figsize=(12, 2.6))
     for k in range(12):
-        plumbing.show_digits(axes[0, k], centres(samples[k:k + 1]), 1, f"{distance[k]:.1f}", **PIXEL_SCALE)
-        plumbing.show_digits(axes[1, k], centres(train_x[index[k]:index[k] + 1]), 1, **PIXEL_SCALE)
+        figures.show_digits(axes[0, k], centres(samples[k:k + 1]), 1, f"{distance[k]:.1f}", **PIXEL_SCALE)
+        figures.show_digits(axes[1, k], centres(train_x[index[k]:index[k] + 1]), 1, **PIXEL_SCALE)
     axes[0, 0].set_ylabel("sample")
     axes[1, 0].set_ylabel("nearest\ntraining")
     fig.suptitle("samples (top, with the distance in levels) and their nearest training digit (bottom)")
     fig.tight_layout()
-    plumbing.save_figure(fig, args.images / "08_nearest.png")
+    figures.save_figure(fig, args.images / "08_nearest.png")
     print(f"figures written to {args.images}/: 08_samples.png, 08_forward.png, 08_reverse.gif, 08_bits.png, "
           f"08_nearest.png")
 

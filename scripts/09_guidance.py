@@ -39,7 +39,10 @@ import ddpm
 import digits
 import guidance
 import pictures
-import plumbing
+import checkpoints
+import cli
+import figures
+import runs
 from unet import UNet
 
 # Training the conditional UNet (Algorithm 1 with labels).
@@ -62,9 +65,9 @@ JUMP = 1
 ZETA = 3.0                    # reconstruction guidance's step, zeta / ||error|| (Chung et al.)
 COMPLETIONS = 3               # completions of every held-out digit, per mask and method
 SHOWN = 6                     # held-out digits in the inpainting figure
-CONDITIONAL_CHECKPOINT = plumbing.OUTPUTS / "pictures" / "conditional.pt"
-GUIDED = plumbing.OUTPUTS / "pictures" / "guided.npz"
-INPAINTED = plumbing.OUTPUTS / "pictures" / "inpainted.npz"
+CONDITIONAL_CHECKPOINT = cli.OUTPUTS / "pictures" / "conditional.pt"
+GUIDED = cli.OUTPUTS / "pictures" / "guided.npz"
+INPAINTED = cli.OUTPUTS / "pictures" / "inpainted.npz"
 N_MOMENTS = 500              # training digits per step for the best variance, as chapter 8
 SCRIPT = "scripts/09_guidance.py"
 
@@ -85,7 +88,7 @@ def w_list(text):
 
 def label_list(text):
     """argparse type for --digits: comma-separated digits 0..9 to ask for, each once."""
-    values = [plumbing.whole_number(0, 9)(part) for part in text.split(",")]
+    values = [cli.whole_number(0, 9)(part) for part in text.split(",")]
     if len(set(values)) != len(values):
         raise argparse.ArgumentTypeError(f"each digit once, got '{text}'")
     return sorted(values)
@@ -129,7 +132,7 @@ def x0_hat_along_the_chain(eps_at, trajectory, x0, mask, schedule, steps):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    plumbing.add_training_args(parser, ITERS, BATCH_SIZE, LR, "L_simple with labels")
+    cli.add_training_args(parser, ITERS, BATCH_SIZE, LR, "L_simple with labels")
     parser.add_argument("--p-uncond", type=share, default=P_UNCOND,
                         help="share of each batch trained with no label (default: %(default)s)")
     parser.add_argument("--w", type=w_list, default=list(W_VALUES),
@@ -137,40 +140,40 @@ def main():
                              "the scale s = 1 + w of the other convention (default: 0,0.5,1,2,4)")
     parser.add_argument("--digits", type=label_list, default=list(range(10)),
                         help="comma-separated digits 0..9 to ask for (default: all ten)")
-    parser.add_argument("--samples-per-class", type=plumbing.positive_int, default=SAMPLES_PER_CLASS,
+    parser.add_argument("--samples-per-class", type=cli.positive_int, default=SAMPLES_PER_CLASS,
                         help="guided samples per digit and w (default: %(default)s)")
-    parser.add_argument("--steps", type=plumbing.whole_number(2), default=STEPS,
+    parser.add_argument("--steps", type=cli.whole_number(2), default=STEPS,
                         help="steps of the respaced sampling chain, at most chapter 8's T (default: %(default)s)")
-    parser.add_argument("--inpaint-steps", type=plumbing.whole_number(2), default=INPAINT_STEPS,
+    parser.add_argument("--inpaint-steps", type=cli.whole_number(2), default=INPAINT_STEPS,
                         help="steps of the respaced chain for inpainting (default: %(default)s)")
     parser.add_argument("--variance", choices=guidance.VARIANCES, default="beta",
                         help="the reverse steps' variance: beta_t (Algorithm 2, as chapter 8) or the posterior's "
                              "sigma_tilde_t^2 (default: %(default)s)")
     parser.add_argument("--masks", type=names_list(guidance.MASKS), default=list(guidance.MASKS),
                         help=f"comma-separated masks to inpaint (default: {','.join(guidance.MASKS)})")
-    parser.add_argument("--resample", type=plumbing.positive_int, default=RESAMPLE,
+    parser.add_argument("--resample", type=cli.positive_int, default=RESAMPLE,
                         help="RePaint's passes over each stretch of --jump steps (default: %(default)s)")
-    parser.add_argument("--jump", type=plumbing.positive_int, default=JUMP,
+    parser.add_argument("--jump", type=cli.positive_int, default=JUMP,
                         help="RePaint's jump length in steps (default: %(default)s)")
-    parser.add_argument("--zeta", type=plumbing.positive_float, default=ZETA,
+    parser.add_argument("--zeta", type=cli.positive_float, default=ZETA,
                         help="reconstruction guidance's step length (default: %(default)s)")
-    parser.add_argument("--completions", type=plumbing.whole_number(2), default=COMPLETIONS,
+    parser.add_argument("--completions", type=cli.whole_number(2), default=COMPLETIONS,
                         help="completions of each held-out digit per mask and method (default: %(default)s)")
-    parser.add_argument("--held-out", type=plumbing.whole_number(2, digits.N_HELDOUT), default=digits.N_HELDOUT,
+    parser.add_argument("--held-out", type=cli.whole_number(2, digits.N_HELDOUT), default=digits.N_HELDOUT,
                         help="held-out digits to inpaint (default: all %(default)s)")
-    parser.add_argument("--n-bound", type=plumbing.whole_number(0, digits.N_HELDOUT), default=digits.N_HELDOUT,
+    parser.add_argument("--n-bound", type=cli.whole_number(0, digits.N_HELDOUT), default=digits.N_HELDOUT,
                         help="held-out digits for the label's worth in bits, 0 to skip (default: all %(default)s)")
-    parser.add_argument("--mixture-bound", type=plumbing.whole_number(0, digits.N_HELDOUT), default=0,
+    parser.add_argument("--mixture-bound", type=cli.whole_number(0, digits.N_HELDOUT), default=0,
                         help="held-out digits for the bound of the mixture over the ten labels, ten bounds each "
                              "(default: 0, skipped; docs/chapter9.md)")
     parser.add_argument("--parts", type=names_list(PARTS), default=list(PARTS),
                         help=f"comma-separated parts to run (default: {','.join(PARTS)})")
-    parser.add_argument("--n-moments", type=plumbing.positive_int, default=N_MOMENTS,
+    parser.add_argument("--n-moments", type=cli.positive_int, default=N_MOMENTS,
                         help="training digits per step for the bound's best variance (default: %(default)s)")
     parser.add_argument("--inpaint-with", choices=("chapter8", "conditional"), default="conditional",
                         help="the unconditional network of inpainting: this chapter's with the label null, "
                              "or chapter 8's (default: %(default)s; docs/chapter9.md)")
-    parser.add_argument("--pictures", type=pathlib.Path, default=plumbing.PICTURES_CHECKPOINT,
+    parser.add_argument("--pictures", type=pathlib.Path, default=checkpoints.PICTURES_CHECKPOINT,
                         help="chapter 8's checkpoint (default: outputs/pictures/unet.pt)")
     parser.add_argument("--checkpoint", type=pathlib.Path, default=CONDITIONAL_CHECKPOINT,
                         help="where to save the conditional network (default: outputs/pictures/conditional.pt)")
@@ -179,14 +182,14 @@ def main():
     parser.add_argument("--resume", action="store_true", help="continue the training saved in --checkpoint")
     parser.add_argument("--out-dir", type=pathlib.Path, default=GUIDED.parent,
                         help="folder for guided.npz and inpainted.npz (default: outputs/pictures)")
-    plumbing.add_standard_args(parser)
-    args, device, generator = plumbing.parse_and_prepare(parser)
-    plumbing.output_file_or_exit(parser, args.checkpoint, "the checkpoint", "conditional.pt")
-    plumbing.writable_dir_or_exit(parser, args.out_dir, "the samples")
+    cli.add_standard_args(parser)
+    args, device, generator = cli.parse_and_prepare(parser)
+    cli.output_file_or_exit(parser, args.checkpoint, "the checkpoint", "conditional.pt")
+    cli.writable_dir_or_exit(parser, args.out_dir, "the samples")
 
     try:
-        chapter8, schedule, _ = plumbing.load_unet_checkpoint(args.pictures, device, conditional=False)
-    except plumbing.CheckpointError as error:
+        chapter8, schedule, _ = checkpoints.load_unet_checkpoint(args.pictures, device, conditional=False)
+    except checkpoints.CheckpointError as error:
         parser.exit(1, f"error: chapter 8's network is needed first: {error}\n")
     for option, steps in (("--steps", args.steps), ("--inpaint-steps", args.inpaint_steps)):
         if steps > schedule.T:
@@ -197,32 +200,32 @@ def main():
     # 1. The conditional network: chapter 8's UNet with a label row added to its time code, the
     # label dropped for a share p_uncond of each batch (guidance.drop_labels).
     def load_conditional(path):
-        model, saved_schedule, checkpoint = plumbing.load_unet_checkpoint(path, device, made_by=f"python {SCRIPT}",
+        model, saved_schedule, checkpoint = checkpoints.load_unet_checkpoint(path, device, made_by=f"python {SCRIPT}",
                                                                           conditional=True)
         if not torch.allclose(saved_schedule.beta, schedule.beta):
-            raise plumbing.CheckpointError(f"{path} was trained with another schedule than chapter 8's "
+            raise checkpoints.CheckpointError(f"{path} was trained with another schedule than chapter 8's "
                                            f"network in {args.pictures}: run `python {SCRIPT}` again")
         return model, saved_schedule, checkpoint
 
     if args.load is not None:
         try:
             model, _, _ = load_conditional(args.load)
-        except plumbing.CheckpointError as error:
+        except checkpoints.CheckpointError as error:
             parser.exit(1, f"error: {error}\n")
         print(f"conditional network loaded from {args.load}")
     else:
-        plumbing.prepare_training()
+        runs.prepare_training()
         model = UNet(BASE_CHANNELS, n_classes=10).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
         start = 0
         if args.resume:
-            start = plumbing.resume(parser, args, RESUMED_SETTINGS, model, optimizer, generator,
+            start = runs.resume(parser, args, RESUMED_SETTINGS, model, optimizer, generator,
                                     load=load_conditional)["iteration"]
         model.train()
         dropped, seen, losses, done = 0, 0, [], start
         began = time.perf_counter()
         bar = tqdm(range(start, args.iters), initial=start, total=args.iters, desc="training (with labels)")
-        with plumbing.stop_on_ctrl_c() as interrupted:
+        with runs.stop_on_ctrl_c() as interrupted:
             for i in bar:
                 if interrupted:
                     break
@@ -235,8 +238,8 @@ def main():
                 # x_t of common's forward chain, on the flattened image (its tables index rows by t)
                 x_t = common.x_t_from_eps(x0.flatten(1), eps.flatten(1), t, schedule).reshape(x0.shape)
                 loss = (model(x_t, t.to(device), label) - eps).square().flatten(1).sum(1).mean()
-                plumbing.exit_if_not_finite(parser, loss, i + 1, args.lr, LR, bar)
-                plumbing.take_step(optimizer, loss, plumbing.cosine_decay(i, args.iters, args.lr))
+                runs.exit_if_not_finite(parser, loss, i + 1, args.lr, LR, bar)
+                runs.take_step(optimizer, loss, runs.cosine_decay(i, args.iters, args.lr))
                 dropped += int((label == model.null_label).sum())
                 seen += args.batch_size
                 losses.append(loss.item())
@@ -245,10 +248,10 @@ def main():
                     bar.set_postfix(eps_error=f"{np.mean(losses[-50:]):.2f}")
         bar.close()
         seconds = time.perf_counter() - began
-        plumbing.save_unet_checkpoint(args.checkpoint, model, schedule, args, done,
+        checkpoints.save_unet_checkpoint(args.checkpoint, model, schedule, args, done,
                                       optimizer_state=optimizer.state_dict(), generator_state=generator.get_state())
         if interrupted:
-            plumbing.exit_interrupted(parser, args, done, SCRIPT)
+            runs.exit_interrupted(parser, args, done, SCRIPT)
         print(f"trained {done - start} iterations in {seconds:.0f} s on {device}; labels dropped in "
               f"{dropped / max(seen, 1):.3f} of the batches' digits (p_uncond = {args.p_uncond}); "
               f"checkpoint written to {args.checkpoint}")
@@ -291,9 +294,9 @@ def main():
         axes = np.atleast_1d(axes)
         for ax, (w, *_), levels in zip(axes, curve, guided_levels):
             rows = levels.reshape(len(args.digits), args.samples_per_class, 8, 8)[:, :columns]
-            plumbing.show_digits(ax, rows.reshape(-1, 8, 8), columns, f"w = {w:g}")
+            figures.show_digits(ax, rows.reshape(-1, 8, 8), columns, f"w = {w:g}")
         fig.tight_layout()
-        plumbing.save_figure(fig, args.images / "09_guidance.png")
+        figures.save_figure(fig, args.images / "09_guidance.png")
 
         w_values, accuracy, diversity = (np.array([row[k] for row in curve]) for k in range(3))
         fig, ax = plt.subplots(figsize=(5, 4))
@@ -305,7 +308,7 @@ def main():
         ax.set(xlabel="diversity (within-digit distance / held-out digits')", ylabel="accuracy on the requested digit",
                title="classifier-free guidance: precision against diversity")
         fig.tight_layout()
-        plumbing.save_figure(fig, args.images / "09_precision_diversity.png")
+        figures.save_figure(fig, args.images / "09_precision_diversity.png")
         print(f"figures written to {args.images}/09_guidance.png and 09_precision_diversity.png")
 
     # 3. What the label is worth: the bound on -log2 P(x | c) and on -log2 P(x) of the same
@@ -425,10 +428,10 @@ def main():
         titles = ["visible"] + [f"{method} {j + 1}" for method in INPAINTERS for j in range(shown_k)] + ["nearest", "truth"]
         fig, axes = plt.subplots(1, len(panels), figsize=(1.1 * len(panels), 1.1 * examples))
         for ax, panel, title in zip(axes, panels, titles):
-            plumbing.show_digits(ax, panel, 1, title)
+            figures.show_digits(ax, panel, 1, title)
             ax.title.set_fontsize(7)
         fig.tight_layout()
-        plumbing.save_figure(fig, args.images / "09_inpainting.png")
+        figures.save_figure(fig, args.images / "09_inpainting.png")
         print(f"figure written to {args.images}/09_inpainting.png")
 
 

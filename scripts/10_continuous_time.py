@@ -39,7 +39,10 @@ import continuous
 import ddim
 import ddpm
 import likelihood
-import plumbing
+import checkpoints
+import cli
+import figures
+import runs
 import roll
 from model import ContinuousTimeModel
 
@@ -66,7 +69,7 @@ PATHS = 300                    # ODE paths drawn per panel of 10_ode_paths.png
 
 def calls_list(text):
     """argparse type for --calls: comma-separated numbers of network calls, each at least 1."""
-    values = [plumbing.positive_int(part) for part in text.split(",")]
+    values = [cli.positive_int(part) for part in text.split(",")]
     if len(set(values)) != len(values):
         raise argparse.ArgumentTypeError(f"each number of calls once, got '{text}'")
     return sorted(values)
@@ -76,13 +79,13 @@ def train(parser, model, loss_of_batch, args, generator, what):
     """Adam on loss_of_batch(model, generator) for args.iters batches, with chapter 5's warm-up,
     cosine decay and moving average of the weights; a non-finite loss stops the run in one line.
     Returns (the average, losses, seconds)."""
-    average, optimizer, learning_rate = plumbing.adam_with_average(model, args.lr, args.iters, EMA_DECAY)
+    average, optimizer, learning_rate = runs.adam_with_average(model, args.lr, args.iters, EMA_DECAY)
     losses, began = [], time.perf_counter()
     bar = tqdm(range(args.iters), desc=f"training the {what} network")
     for i in bar:
         loss = loss_of_batch(model, generator)
-        plumbing.exit_if_not_finite(parser, loss, i + 1, args.lr, LR, bar)
-        plumbing.take_step(optimizer, loss)
+        runs.exit_if_not_finite(parser, loss, i + 1, args.lr, LR, bar)
+        runs.take_step(optimizer, loss)
         learning_rate.step()
         average.update_parameters(model)
         losses.append(loss.item())
@@ -123,50 +126,50 @@ def on_cpu_in_float64(network):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    plumbing.add_training_args(parser, ITERS, BATCH_SIZE, LR, "each network's loss")
+    cli.add_training_args(parser, ITERS, BATCH_SIZE, LR, "each network's loss")
     parser.add_argument("--calls", type=calls_list, default=list(CALLS),
                         help=f"comma-separated network calls per sample (default: {','.join(map(str, CALLS))})")
-    parser.add_argument("--n-samples", type=plumbing.positive_int, default=N_SAMPLES,
+    parser.add_argument("--n-samples", type=cli.positive_int, default=N_SAMPLES,
                         help="samples per sampler and number of calls (default: %(default)s)")
-    parser.add_argument("--heldout", type=plumbing.whole_number(2, roll.N_HELDOUT), default=HELDOUT,
+    parser.add_argument("--heldout", type=cli.whole_number(2, roll.N_HELDOUT), default=HELDOUT,
                         help="held-out points for the likelihoods and bounds (default: %(default)s)")
-    parser.add_argument("--exact-points", type=plumbing.whole_number(0), default=EXACT_POINTS,
+    parser.add_argument("--exact-points", type=cli.whole_number(0), default=EXACT_POINTS,
                         help="held-out points (the first ones) for the likelihood of the roll's exact flow, "
                              "0 to skip it (default: %(default)s)")
-    parser.add_argument("--iw-trajectories", type=plumbing.positive_int, default=IW_TRAJECTORIES,
+    parser.add_argument("--iw-trajectories", type=cli.positive_int, default=IW_TRAJECTORIES,
                         help="M, forward trajectories per point of the importance-weighted bound "
                              "(default: %(default)s)")
-    parser.add_argument("--score-points", type=plumbing.whole_number(2), default=SCORE_POINTS,
+    parser.add_argument("--score-points", type=cli.whole_number(2), default=SCORE_POINTS,
                         help="points of q(x_t) per step for the score's error (default: %(default)s)")
-    parser.add_argument("--moment-points", type=plumbing.positive_int, default=MOMENT_POINTS,
+    parser.add_argument("--moment-points", type=cli.positive_int, default=MOMENT_POINTS,
                         help="roll points per step for Analytic-DPM's E||eps_theta||^2 (default: %(default)s)")
-    parser.add_argument("--flow-s-power", type=plumbing.positive_float, default=1.0,
+    parser.add_argument("--flow-s-power", type=cli.positive_float, default=1.0,
                         help="train flow matching at s = u^power, u uniform (default: %(default)s, s uniform)")
-    parser.add_argument("--chapter3", type=pathlib.Path, default=plumbing.DEFAULT_CHECKPOINT,
+    parser.add_argument("--chapter3", type=pathlib.Path, default=checkpoints.DEFAULT_CHECKPOINT,
                         help="chapter 3's model, for K and the importance-weighted bound (default: outputs/model.pt)")
-    parser.add_argument("--chapter5", type=pathlib.Path, default=plumbing.DDPM_CHECKPOINT,
+    parser.add_argument("--chapter5", type=pathlib.Path, default=checkpoints.DDPM_CHECKPOINT,
                         help="chapter 5's eps-network, for chapter 6's samplers (default: outputs/ddpm.pt)")
-    parser.add_argument("--out-dir", type=pathlib.Path, default=plumbing.OUTPUTS / "continuous_time",
+    parser.add_argument("--out-dir", type=pathlib.Path, default=cli.OUTPUTS / "continuous_time",
                         help="folder for the samples (default: outputs/continuous_time)")
-    plumbing.add_standard_args(parser)
-    args, device, generator = plumbing.parse_and_prepare(parser)
+    cli.add_standard_args(parser)
+    args, device, generator = cli.parse_and_prepare(parser)
     if args.exact_points > args.heldout:
         parser.error(f"--exact-points ({args.exact_points}) must be at most --heldout ({args.heldout})")
-    plumbing.writable_dir_or_exit(parser, args.out_dir, "the samples")
+    cli.writable_dir_or_exit(parser, args.out_dir, "the samples")
     # Two networks, one body, one budget. Built first, so their weights depend on --seed alone
     # (loading a checkpoint builds a model too, and draws its initial weights before replacing them).
     diffusion = ContinuousTimeModel(time_scale=DIFFUSION_TIME_SCALE).to(device)
     flow = ContinuousTimeModel(time_scale=FLOW_TIME_SCALE).to(device)
     try:
-        chapter3, schedule, saved = plumbing.load_checkpoint(args.chapter3, device)
+        chapter3, schedule, saved = checkpoints.load_checkpoint(args.chapter3, device)
         if saved["model_config"].get("covariance") == "none":
-            raise plumbing.CheckpointError(f"{args.chapter3} holds an eps-network, not a model trained on K: "
-                                           f"give --chapter3 the checkpoint of {plumbing.TRAIN_COMMAND}")
-        chapter5, _, _ = plumbing.load_eps_network(args.chapter5, device)
-    except plumbing.CheckpointError as error:
+            raise checkpoints.CheckpointError(f"{args.chapter3} holds an eps-network, not a model trained on K: "
+                                           f"give --chapter3 the checkpoint of {checkpoints.TRAIN_COMMAND}")
+        chapter5, _, _ = checkpoints.load_eps_network(args.chapter5, device)
+    except checkpoints.CheckpointError as error:
         parser.exit(1, f"error: {error}\n")
     lam_min, lam_max = continuous.log_snr_range(schedule)
-    plumbing.prepare_training()
+    runs.prepare_training()
     print(f"schedule: T = {schedule.T}, log SNR from {lam_max:.2f} (t = 1) to {lam_min:.2f} (t = T)")
 
     diffusion, losses_d, seconds_d = train(parser, diffusion, diffusion_loss(schedule, args.batch_size, device),
@@ -275,7 +278,7 @@ def main():
 
     def record(name, calls, x):
         x = x.detach().cpu()
-        plumbing.save_array(args.out_dir / f"{name}_{calls}.npy", x)
+        checkpoints.save_array(args.out_dir / f"{name}_{calls}.npy", x)
         scores = roll.score_samples(x)
         scored[name, calls] = scores
         print(f"sampler={name}  calls={calls}  off-curve {100 * scores['off_curve']:.2f}%  "
@@ -374,11 +377,11 @@ def draw_score_fields(path, fields, schedule):
             ax.plot(a * curve[:, 0], a * curve[:, 1], color="lightgray", lw=1)
             ax.quiver(x[:, 0], x[:, 1], sigma * field[:, 0], sigma * field[:, 1], angles="xy", scale_units="xy",
                       scale=8.0, width=0.004, color="tab:blue" if row == 0 else "tab:orange")
-            ax.set(xlim=(-plumbing.AXIS_LIMIT, plumbing.AXIS_LIMIT), ylim=(-plumbing.AXIS_LIMIT, plumbing.AXIS_LIMIT),
+            ax.set(xlim=(-figures.AXIS_LIMIT, figures.AXIS_LIMIT), ylim=(-figures.AXIS_LIMIT, figures.AXIS_LIMIT),
                    aspect="equal", xticks=[], yticks=[], title=f"t = {t}, sigma = {sigma:.3f}: {what}")
     fig.suptitle("the score times sigma (= -eps) at points of q(x_t); grey: the roll scaled by sqrt(alpha_bar_t)")
     fig.tight_layout()
-    plumbing.save_figure(fig, path)
+    figures.save_figure(fig, path)
 
 
 def draw_likelihoods(path, results, ceilings, trajectories):
@@ -402,7 +405,7 @@ def draw_likelihoods(path, results, ceilings, trajectories):
                        [labels[model] + (f", {trace} trace" if trace else "") for model, trace in rows])
     axes[0].invert_yaxis()
     fig.tight_layout()
-    plumbing.save_figure(fig, path)
+    figures.save_figure(fig, path)
 
 
 def draw_quality(path, scored, band):
@@ -422,7 +425,7 @@ def draw_quality(path, scored, band):
     axes[0].set_ylim(0, 100)
     axes[1].set_yscale("log")
     fig.tight_layout()
-    plumbing.save_figure(fig, path)
+    figures.save_figure(fig, path)
 
 
 def draw_paths(path, paths):
@@ -439,7 +442,7 @@ def draw_paths(path, paths):
         ax.set(xlim=(-3, 3), ylim=(-3, 3), aspect="equal", title=titles[what])
         ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
-    plumbing.save_figure(fig, path)
+    figures.save_figure(fig, path)
 
 
 if __name__ == "__main__":

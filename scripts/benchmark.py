@@ -29,7 +29,9 @@ import matplotlib.pyplot as plt
 import torch
 
 import common
-import plumbing
+import checkpoints
+import cli
+import figures
 import roll
 from model import COVARIANCES
 
@@ -40,9 +42,9 @@ SPEED_LINE = re.compile(r"^trained (\d+) iterations in ([\d.]+) s \(([\d.]+) it/
 
 def train(iters, covariance, seed, device):
     """Run 03_train.py once; returns (wall seconds, its printed numbers)."""
-    command = [sys.executable, str(plumbing.ROOT / "scripts" / "03_train.py"), "--seed", str(seed),
+    command = [sys.executable, str(cli.ROOT / "scripts" / "03_train.py"), "--seed", str(seed),
                "--covariance", covariance, "--device", device,
-               "--checkpoint", str(plumbing.OUTPUTS / "benchmark.pt")]
+               "--checkpoint", str(cli.OUTPUTS / "benchmark.pt")]
     if iters is not None:
         command += ["--iters", str(iters)]
     with tempfile.TemporaryDirectory() as images:
@@ -63,21 +65,21 @@ def train(iters, covariance, seed, device):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--iters", type=plumbing.positive_int, nargs="+", default=[None],
+    parser.add_argument("--iters", type=cli.positive_int, nargs="+", default=[None],
                         help="training lengths to run (default: 03_train.py's own default)")
     parser.add_argument("--covariance", choices=COVARIANCES[:2], default="full",
                         help="the reverse steps' covariance to train, as for 03_train.py (default: %(default)s)")
-    parser.add_argument("--seed", type=plumbing.seed_int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--seed", type=cli.seed_int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="as for 03_train.py (default: auto)")
-    parser.add_argument("--bayes-points", type=plumbing.whole_number(0, roll.N_HELDOUT), default=N_BAYES,
+    parser.add_argument("--bayes-points", type=cli.whole_number(0, roll.N_HELDOUT), default=N_BAYES,
                         help="held-out points for the Bayes-optimal K and the per-step figure; 0 skips "
                              "them (default: %(default)s)")
-    parser.add_argument("--images", type=pathlib.Path, default=plumbing.IMAGES,
+    parser.add_argument("--images", type=pathlib.Path, default=cli.IMAGES,
                         help="folder for the per-step KL figure (default: the repository's images/)")
     args = parser.parse_args()
-    plumbing.device_or_exit(parser, args.device)
-    plumbing.writable_dir_or_exit(parser, plumbing.OUTPUTS, "the benchmark checkpoint")
-    plumbing.writable_dir_or_exit(parser, args.images, "figures")
+    cli.device_or_exit(parser, args.device)
+    cli.writable_dir_or_exit(parser, cli.OUTPUTS, "the benchmark checkpoint")
+    cli.writable_dir_or_exit(parser, args.images, "figures")
 
     print(f"machine: {torch.get_num_threads()} torch threads, torch {torch.__version__}")
     print(f"{'iters':>6} {'wall s':>7} {'train s':>8} {'it/s':>6} {'K bits':>7} {'K - L_null':>10}")
@@ -96,7 +98,7 @@ def main():
         # The same points and the same noise for the Bayes-optimal processes and the last trained model,
         # so their differences are measured far more precisely than any K alone.
         n = args.bayes_points
-        model, schedule, _ = plumbing.load_checkpoint(plumbing.OUTPUTS / "benchmark.pt")
+        model, schedule, _ = checkpoints.load_checkpoint(cli.OUTPUTS / "benchmark.pt")
         name = f"trained ({model.config['covariance']})"
         kl = {name: roll.heldout_kl(common.reverse_of(model, schedule), schedule, n, args.seed)}
         trained = common.bound_K(kl[name], schedule)
@@ -142,7 +144,7 @@ def draw_kl_per_step(kl, schedule, path):
     for ax in axes:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    plumbing.save_figure(fig, path)
+    figures.save_figure(fig, path)
 
 
 if __name__ == "__main__":

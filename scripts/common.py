@@ -12,7 +12,7 @@ Conventions, kept in every script and test:
 The math of the later chapters builds on this: ddpm.py (chapter 5), ddim.py (chapter 6),
 likelihood.py (chapter 7), pictures.py (8), guidance.py (9) and continuous.py (10). The data
 (roll.py, digits.py), the networks (model.py, unet.py), the matrix algebra of the Gaussians
-(linalg.py) and files and arguments (plumbing.py) live elsewhere.
+(linalg.py) and files and arguments (cli.py, checkpoints.py) live elsewhere.
 """
 import math
 from typing import NamedTuple

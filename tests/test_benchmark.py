@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-import plumbing
+import cli
 import roll
 from conftest import load_script
 
@@ -18,7 +18,7 @@ BAYES = re.compile(r"^Bayes-optimal (diagonal|full): K = (-?[\d.]+) bits  \(se (
 
 def run_benchmark(args, tmp_path, monkeypatch, capsys):
     """benchmark.py's main() in this process, its checkpoint in tmp_path: (exit status, out, err)."""
-    monkeypatch.setattr(plumbing, "OUTPUTS", tmp_path)   # never touch the repository's outputs/
+    monkeypatch.setattr(cli, "OUTPUTS", tmp_path)   # never touch the repository's outputs/
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setattr(sys, "argv", ["benchmark.py", *map(str, args)])
     try:
@@ -53,7 +53,7 @@ def test_tiny_benchmark_reads_the_training_run_and_measures_the_bayes_optimal_K(
     # One real 03_train.py run of 3 iterations, then both Bayes-optimal processes on 20 points (~20 s on 2 cores).
     # --images: a tiny run's figure must never replace the README's (images/ is committed)
     images = tmp_path / "images"
-    before = {path: path.read_bytes() for path in plumbing.IMAGES.iterdir()}
+    before = {path: path.read_bytes() for path in cli.IMAGES.iterdir()}
     code, out, err = run_benchmark(["--iters", 3, "--bayes-points", 20, "--device", "cpu",
                                     "--images", images], tmp_path, monkeypatch, capsys)
     assert code == 0, f"benchmark.py exited {code}:\n{out}\n{err[-2000:]}"
@@ -69,5 +69,5 @@ def test_tiny_benchmark_reads_the_training_run_and_measures_the_bayes_optimal_K(
         assert float(m[4]) > 0, f"the Bayes-optimal {covariance} K {m[2]} is not above a 3-iteration model's {trained[2]}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["benchmark.pt", "images"], f"left behind: {list(tmp_path.iterdir())}"
     assert [p.name for p in images.iterdir()] == ["03_kl_per_step.png"], f"figures: {list(images.iterdir())}"
-    after = {path: path.read_bytes() for path in plumbing.IMAGES.iterdir()}
+    after = {path: path.read_bytes() for path in cli.IMAGES.iterdir()}
     assert after == before, "the benchmark test changed the repository's images/"

@@ -11,7 +11,7 @@ import torch
 
 import common
 import likelihood
-import plumbing
+import checkpoints
 import roll
 from conftest import load_script, start_script
 from model import ReverseModel
@@ -209,7 +209,7 @@ def runs(tmp_path_factory):
     checkpoint, and one with a bad number: name -> (folder, CompletedProcess)."""
     folder = tmp_path_factory.mktemp("chapter7")
     torch.manual_seed(0)
-    plumbing.save_checkpoint(folder / "model.pt", ReverseModel(hidden=16, depth=1, n_frequencies=4),
+    checkpoints.save_checkpoint(folder / "model.pt", ReverseModel(hidden=16, depth=1, n_frequencies=4),
                              common.make_schedule(), argparse.Namespace(), 0)
     tiny = ["--points", 6, "--M", 1, 2, 4, "--bayes-points", 4, "--steps", 2, 3, "--shape-steps", 3]
     started = {

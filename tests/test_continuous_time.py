@@ -15,7 +15,7 @@ import torch
 import common
 import ddim
 import continuous
-import plumbing
+import checkpoints
 import roll
 from model import ContinuousTimeModel, ReverseModel
 from test_robustness import call_main, the_error_line
@@ -200,12 +200,12 @@ def test_the_network_answers_at_any_real_time():
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
+def checkpoint_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("checkpoints")
     schedule = common.make_schedule()
     torch.manual_seed(0)
     for name, covariance in (("model.pt", "full"), ("ddpm.pt", "none")):
-        plumbing.save_checkpoint(folder / name, ReverseModel(covariance=covariance), schedule,
+        checkpoints.save_checkpoint(folder / name, ReverseModel(covariance=covariance), schedule,
                                  argparse.Namespace(seed=0), 0)
     return folder
 
@@ -215,10 +215,10 @@ TINY = ["--iters", "20", "--batch-size", "256", "--calls", "1,2", "--n-samples",
         "--moment-points", "500", "--exact-points", "5"]
 
 
-def test_the_script_runs_end_to_end_with_tiny_settings(checkpoints, tmp_path, monkeypatch, capsys,
+def test_the_script_runs_end_to_end_with_tiny_settings(checkpoint_folder, tmp_path, monkeypatch, capsys,
                                                        keep_process_settings):
-    code, out, err = call_main(SCRIPT, [*TINY, "--chapter3", checkpoints / "model.pt", "--chapter5",
-                                        checkpoints / "ddpm.pt", "--images", tmp_path / "images",
+    code, out, err = call_main(SCRIPT, [*TINY, "--chapter3", checkpoint_folder / "model.pt", "--chapter5",
+                                        checkpoint_folder / "ddpm.pt", "--images", tmp_path / "images",
                                         "--out-dir", tmp_path / "out", "--device", "cpu"], monkeypatch, capsys)
     assert code == 0, f"exit {code}:\n{err[-2000:]}"
     for model in ("diffusion", "flow"):
@@ -251,17 +251,17 @@ def test_a_missing_checkpoint_gets_one_line_naming_the_command(tmp_path, monkeyp
     assert "03_train.py" in the_error_line(err, "missing checkpoint"), err
 
 
-def test_an_eps_network_given_as_chapter_3s_model_is_refused(checkpoints, tmp_path, monkeypatch, capsys,
+def test_an_eps_network_given_as_chapter_3s_model_is_refused(checkpoint_folder, tmp_path, monkeypatch, capsys,
                                                             keep_process_settings):
-    code, _, err = call_main(SCRIPT, ["--chapter3", checkpoints / "ddpm.pt", "--images", tmp_path], monkeypatch, capsys)
+    code, _, err = call_main(SCRIPT, ["--chapter3", checkpoint_folder / "ddpm.pt", "--images", tmp_path], monkeypatch, capsys)
     assert code == 1, f"exit status {code}"
     assert "eps-network" in the_error_line(err, "eps-network as chapter 3's"), err
 
 
-def test_a_loss_gone_non_finite_stops_the_run_in_one_line(checkpoints, tmp_path, monkeypatch, capsys,
+def test_a_loss_gone_non_finite_stops_the_run_in_one_line(checkpoint_folder, tmp_path, monkeypatch, capsys,
                                                          keep_process_settings):
-    code, _, err = call_main(SCRIPT, [*TINY, "--lr", "1e30", "--chapter3", checkpoints / "model.pt", "--chapter5",
-                                      checkpoints / "ddpm.pt", "--images", tmp_path, "--out-dir", tmp_path / "out"],
+    code, _, err = call_main(SCRIPT, [*TINY, "--lr", "1e30", "--chapter3", checkpoint_folder / "model.pt", "--chapter5",
+                                      checkpoint_folder / "ddpm.pt", "--images", tmp_path, "--out-dir", tmp_path / "out"],
                              monkeypatch, capsys)
     assert code == 1, f"exit status {code}"
     err = "\n".join(line for line in re.split(r"[\r\n]", err) if not line.startswith("training the"))  # the bar

@@ -9,7 +9,7 @@ import torch
 
 import common
 import ddpm
-import plumbing
+import checkpoints
 import roll
 from model import ReverseModel
 from conftest import load_script
@@ -228,7 +228,7 @@ def test_script_prints_the_five_variance_lines_and_best_isotropic_beats_both_fix
         assert K["isotropic_best"][0] >= K[fixed][0] - 3 * K[fixed][1], f"isotropic_best below {fixed}: {K}"
     assert re.search(r"^chapter 3's model .*: K = -?[\d.]+ bits  \(se [\d.]+\)$", out, re.MULTILINE), out
     check_weights_table(out, SCHEDULES["ours"])
-    model, _, _ = plumbing.load_eps_network(folder / "ddpm.pt")
+    model, _, _ = checkpoints.load_eps_network(folder / "ddpm.pt")
     assert model.config["covariance"] == "none"
     for figure in ("05_weights.png", "05_kl_per_step.png", "05_samples.png"):
         assert (folder / figure).stat().st_size > 0, figure

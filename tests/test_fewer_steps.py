@@ -12,7 +12,7 @@ import torch
 import common
 import ddpm
 import ddim
-import plumbing
+import checkpoints
 import roll
 from model import ReverseModel
 from test_robustness import call_main, the_error_line
@@ -279,7 +279,7 @@ def test_bayes_optimal_eps_is_the_conditional_mean_of_the_noise(t=15):
 def eps_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ddpm") / "ddpm.pt"
-    plumbing.save_checkpoint(path, ReverseModel(covariance="none"), SCHEDULE, argparse.Namespace(seed=0), 0)
+    checkpoints.save_checkpoint(path, ReverseModel(covariance="none"), SCHEDULE, argparse.Namespace(seed=0), 0)
     return path
 
 
@@ -293,7 +293,7 @@ def test_missing_checkpoint_is_one_line_naming_chapter_5(tmp_path, monkeypatch, 
 
 def test_checkpoint_with_a_covariance_output_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
     path = tmp_path / "model.pt"
-    plumbing.save_checkpoint(path, ReverseModel(covariance="full"), SCHEDULE, argparse.Namespace(seed=0), 0)
+    checkpoints.save_checkpoint(path, ReverseModel(covariance="full"), SCHEDULE, argparse.Namespace(seed=0), 0)
     code, _, err = call_main(SCRIPT, ["--checkpoint", path, "--images", tmp_path, "--out-dir", tmp_path / "out"],
                              monkeypatch, capsys)
     assert code not in (0, None), f"exit status {code}"
@@ -315,7 +315,7 @@ def test_script_prints_one_row_per_run_asks_the_network_only_at_the_kept_steps_a
     asked during sampling at those original steps t = tau_k and at no other (not at the respaced
     chain's own k = 2, 3, 4, nor at t = 1, the fixed kernel); the table has a header and one row
     per sampler and number of steps, K only for the stochastic samplers; each run's samples saved."""
-    model, schedule, _ = plumbing.load_eps_network(eps_checkpoint)
+    model, schedule, _ = checkpoints.load_eps_network(eps_checkpoint)
     n_samples, asked = 200, set()
 
     def recording(x_t, t):
@@ -323,7 +323,7 @@ def test_script_prints_one_row_per_run_asks_the_network_only_at_the_kept_steps_a
             asked.update(torch.as_tensor(t).flatten().tolist())
         return model(x_t, t)
 
-    monkeypatch.setattr(plumbing, "load_eps_network", lambda path, device="cpu": (recording, schedule, {}))
+    monkeypatch.setattr(checkpoints, "load_eps_network", lambda path, device="cpu": (recording, schedule, {}))
     out = tmp_path / "out"
     code, stdout, err = call_main(SCRIPT, ["--checkpoint", eps_checkpoint, "--images", tmp_path, "--out-dir", out,
                                            "--steps", "4,2", "--spacing", "t", "--n-samples", n_samples,

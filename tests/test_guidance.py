@@ -266,13 +266,13 @@ def chapter8_checkpoint(tmp_path_factory):
     import argparse
 
     import likelihood
-    import plumbing
+    import checkpoints
     from unet import UNet
 
     path = tmp_path_factory.mktemp("pictures") / "unet.pt"
     schedule = likelihood.schedule_between_ends(20, "linear", common.make_schedule(20, 1e-4, -1.0))
     torch.manual_seed(0)
-    plumbing.save_unet_checkpoint(path, UNet(8), schedule, argparse.Namespace(seed=0), 0)
+    checkpoints.save_unet_checkpoint(path, UNet(8), schedule, argparse.Namespace(seed=0), 0)
     return path
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import common
-import plumbing
+import checkpoints
 from model import ReverseModel
 from conftest import ROOT, SCRIPTS, load_script
 
@@ -41,7 +41,7 @@ def run_to_stop(script, path, line, expression, tmp_path, monkeypatch):
         args += ["--checkpoint", str(tmp_path / "model.pt")]
     if script == "04_sample.py":
         torch.manual_seed(0)
-        plumbing.save_checkpoint(tmp_path / "model.pt", ReverseModel(), common.make_schedule(),
+        checkpoints.save_checkpoint(tmp_path / "model.pt", ReverseModel(), common.make_schedule(),
                                  argparse.Namespace(iters=1), 1)
         args += ["--checkpoint", str(tmp_path / "model.pt"), "--out", str(tmp_path / "samples.npy")]
     monkeypatch.setattr(sys, "argv", [script, *args])

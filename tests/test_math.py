@@ -10,7 +10,7 @@ import torch
 
 import common
 import linalg
-import plumbing
+import cli
 import roll
 
 N_SE = 5.0  # statistical tolerance, in standard errors
@@ -546,18 +546,18 @@ def test_posterior_weights_c_t_and_k_t_are_computed_in_float64_then_cast(t):
 
 def test_pick_device_auto_returns_a_working_device():
     """pick_device('auto') names a device this machine has, and a tensor can be made on it."""
-    device = plumbing.pick_device("auto")
-    assert device.type in plumbing.available_devices(), f"auto picked {device}, available {plumbing.available_devices()}"
+    device = cli.pick_device("auto")
+    assert device.type in cli.available_devices(), f"auto picked {device}, available {cli.available_devices()}"
     assert torch.ones(2, device=device).sum().item() == 2.0, f"could not compute on {device}"
-    assert plumbing.pick_device("cpu") == torch.device("cpu")
+    assert cli.pick_device("cpu") == torch.device("cpu")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has cuda")
 def test_pick_device_unavailable_cuda_names_the_alternatives():
     """Asking for cuda where there is none is a ValueError that lists what is available."""
     with pytest.raises(ValueError) as raised:
-        plumbing.pick_device("cuda")
+        cli.pick_device("cuda")
     message = str(raised.value)
-    for device in plumbing.available_devices():
+    for device in cli.available_devices():
         assert device in message, f"error message {message!r} does not name available device {device!r}"
     assert "cuda" in message, f"error message {message!r} does not name the device asked for"

@@ -16,7 +16,7 @@ import ddpm
 import digits
 import likelihood
 import pictures
-import plumbing
+import checkpoints
 from model import ReverseModel
 from test_robustness import call_main, the_error_line
 from unet import UNet
@@ -187,7 +187,7 @@ def test_the_script_runs_end_to_end_with_tiny_settings(tiny_run):
     assert samples.shape == (40, 8, 8) and samples.min() >= 0 and samples.max() <= 16
     for name in ("08_samples.png", "08_forward.png", "08_reverse.gif", "08_bits.png", "08_nearest.png"):
         assert (folder / name).stat().st_size > 1000, name
-    plumbing.load_unet_checkpoint(folder / "unet.pt", conditional=False)
+    checkpoints.load_unet_checkpoint(folder / "unet.pt", conditional=False)
 
 
 @pytest.mark.parametrize("arguments, words", [
@@ -207,8 +207,8 @@ def test_bad_arguments_get_one_line(monkeypatch, capsys, keep_process_settings, 
 def test_a_missing_or_foreign_checkpoint_gets_one_line(monkeypatch, capsys, keep_process_settings, tmp_path):
     """--reuse of no file, of a Swiss-roll checkpoint, and of a conditional UNet: exit 1, one line."""
     roll_model, labelled = tmp_path / "roll.pt", tmp_path / "labelled.pt"
-    plumbing.save_checkpoint(roll_model, ReverseModel(), common.make_schedule(), argparse.Namespace(), 1)
-    plumbing.save_unet_checkpoint(labelled, UNet(base_channels=8, n_classes=10), common.make_schedule(),
+    checkpoints.save_checkpoint(roll_model, ReverseModel(), common.make_schedule(), argparse.Namespace(), 1)
+    checkpoints.save_unet_checkpoint(labelled, UNet(base_channels=8, n_classes=10), common.make_schedule(),
                                   argparse.Namespace(), 1)
     for path, words in ((tmp_path / "none.pt", "no checkpoint"), (roll_model, "Swiss-roll"),
                         (labelled, "conditioned on 10 labels")):

@@ -35,7 +35,9 @@ import pytest
 import torch
 
 import common
-import plumbing
+import checkpoints
+import cli
+import figures
 import roll
 from model import ReverseModel
 from conftest import DEFAULT_TIMEOUT, ROOT, SCRIPTS, load_script, start_script
@@ -102,11 +104,11 @@ def files_in(folder):
 
 
 def save_fresh_checkpoint(path, model=None, schedule=None, iteration=0):
-    """A checkpoint as plumbing.save_checkpoint writes it, of an untrained model."""
+    """A checkpoint as checkpoints.save_checkpoint writes it, of an untrained model."""
     torch.manual_seed(0)
     model = model if model is not None else ReverseModel()
     schedule = schedule if schedule is not None else common.make_schedule()
-    plumbing.save_checkpoint(path, model, schedule, argparse.Namespace(iters=1, seed=0), iteration)
+    checkpoints.save_checkpoint(path, model, schedule, argparse.Namespace(iters=1, seed=0), iteration)
     return path
 
 
@@ -322,13 +324,13 @@ def test_out_of_range_number_is_refused_by_argparse_naming_the_option_and_range(
 def test_the_largest_seed_torch_takes_is_accepted_and_seeds_the_generator(tmp_path, monkeypatch):
     # Seeding numpy's global generator as well would cap --seed at 2**32 - 1 and fail here.
     parser = argparse.ArgumentParser()
-    plumbing.add_standard_args(parser)
+    cli.add_standard_args(parser)
     monkeypatch.setattr(sys, "argv", ["script", "--seed", str(2 ** 63 - 1), "--images", str(tmp_path)])
-    args, _, generator = plumbing.parse_and_prepare(parser)
+    args, _, generator = cli.parse_and_prepare(parser)
     assert args.seed == generator.initial_seed() == 2 ** 63 - 1, f"seed {args.seed}, generator {generator.initial_seed()}"
 
 
-UNAVAILABLE_DEVICES = ([name for name in ("cuda", "mps") if name not in plumbing.available_devices()]
+UNAVAILABLE_DEVICES = ([name for name in ("cuda", "mps") if name not in cli.available_devices()]
                        + ["tpu", "cpu:x"])   # cpu:x: a name torch cannot even parse
 NUMBERED_SCRIPTS = ["01_forward_process.py", "02_reverse_model.py", "03_train.py", "04_sample.py"]
 
@@ -346,7 +348,7 @@ def test_unavailable_device_is_refused_listing_the_available_ones(script, device
     assert code not in (0, None), f"{script} --device {device}: exit status {code}"
     line = the_error_line(err, f"{script} --device {device}")
     assert device in line, f"the message does not name the device '{device}': {line}"
-    available = ", ".join(plumbing.available_devices())
+    available = ", ".join(cli.available_devices())
     assert f"available: {available}" in line, f"the message does not list the devices available here ({available}): {line}"
     assert not files_in(tmp_path), f"files written despite the error: {sorted(files_in(tmp_path))}"
 
@@ -432,7 +434,7 @@ def test_checkpoint_of_another_model_size_is_rebuilt_from_the_size_stored_in_it(
     # The other half of "another model size": the network's settings travel in the checkpoint, so
     # a network of another width made by this code loads as what it is; it is not bad input.
     path = save_fresh_checkpoint(tmp_path / "model.pt", ReverseModel(hidden=16))
-    model, _, _ = plumbing.load_checkpoint(path)
+    model, _, _ = checkpoints.load_checkpoint(path)
     assert model.config["hidden"] == 16 and model.layers[0].out_features == 16
 
 
@@ -520,7 +522,7 @@ def test_atomic_write_syncs_the_file_before_the_rename_and_the_folder_after(tmp_
     monkeypatch.setattr(os, "replace", replace)
     path = tmp_path / "data.bin"
     path.write_bytes(b"the old contents")
-    plumbing.replace_atomically(path, write)
+    checkpoints.replace_atomically(path, write)
     new, folder = identity(os.stat(path)), identity(os.stat(tmp_path))
     want = [("written", new), ("fsync", new), ("rename", new), ("fsync", folder)]
     assert events == want, f"replace_atomically did {events}, expected write, fsync file, rename, fsync folder: {want}"
@@ -608,7 +610,7 @@ def test_ctrl_c_during_training_saves_the_last_completed_iteration_and_resume_fi
         f"the message should name the iteration saved, the checkpoint and --resume: {said[-1]}")
     assert list(seen["files_after_interrupt"]) == ["model.pt"], (
         f"after Ctrl-C the folder holds {sorted(seen['files_after_interrupt'])}, expected only model.pt")
-    _, _, checkpoint = plumbing.load_checkpoint(seen["interrupted_checkpoint"])
+    _, _, checkpoint = checkpoints.load_checkpoint(seen["interrupted_checkpoint"])
     saved = checkpoint["iteration"]
     assert 0 < saved < INTERRUPTED_ITERS, f"the checkpoint says iteration {saved}"
     assert saved == int(iteration[1]), f"the message says iteration {iteration[1]}, the checkpoint {saved}"
@@ -622,7 +624,7 @@ def test_ctrl_c_during_training_saves_the_last_completed_iteration_and_resume_fi
     trained = re.search(r"trained (\d+) iterations", resumed.stdout)
     assert trained and int(trained[1]) == INTERRUPTED_ITERS - saved, (
         f"the resumed run should train the remaining {INTERRUPTED_ITERS - saved} iterations:\n{resumed.stdout}")
-    final = plumbing.load_checkpoint(seen["final_checkpoint"])[2]["iteration"]
+    final = checkpoints.load_checkpoint(seen["final_checkpoint"])[2]["iteration"]
     assert final == INTERRUPTED_ITERS, f"the resumed run ended at iteration {final}, not at --iters {INTERRUPTED_ITERS}"
     left = [name for name in seen["files_after_resume"] if not name.startswith("images/")]
     assert left == ["model.pt"], f"after --resume the folder holds {left}, expected only model.pt"
@@ -691,7 +693,7 @@ def test_command_suggested_after_ctrl_c_continues_to_the_same_iters(background, 
     with pytest.raises(WorkStarted):
         load_script("03_train.py").main()
     bars = re.findall(r"(\d+)/(\d+) \[", capsys.readouterr().err)
-    saved = plumbing.load_checkpoint(seen["interrupted_checkpoint"])[2]["iteration"]
+    saved = checkpoints.load_checkpoint(seen["interrupted_checkpoint"])[2]["iteration"]
     assert bars and bars[0] == (str(saved), str(INTERRUPTED_ITERS)), (
         f"`{command[0]}` would train from {bars[0][0] if bars else '?'} to {bars[0][1] if bars else '?'}, "
         f"not from {saved} to the interrupted run's --iters {INTERRUPTED_ITERS}")
@@ -745,7 +747,7 @@ def test_same_seed_gives_bit_identical_samples_and_printed_scores(good_checkpoin
     def stop(*args, **kwargs):
         raise StopAfterSamples
 
-    monkeypatch.setattr(plumbing, "plot_points", stop)
+    monkeypatch.setattr(figures, "plot_points", stop)
     outputs = []
     for name, disturb in (("a", 1), ("b", 2)):
         torch.manual_seed(disturb)

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 import common
-import plumbing
+import checkpoints
 import roll
 from model import ReverseModel
 from conftest import load_script, start_script
@@ -51,7 +51,7 @@ def checkpoint(tmp_path_factory):
     finally:
         torch.set_num_threads(threads)
     path = tmp_path_factory.mktemp("checkpoint") / "model.pt"
-    plumbing.save_checkpoint(path, model.eval(), schedule, argparse.Namespace(iters=TRAIN_ITERS), TRAIN_ITERS)
+    checkpoints.save_checkpoint(path, model.eval(), schedule, argparse.Namespace(iters=TRAIN_ITERS), TRAIN_ITERS)
     return path
 
 
@@ -98,7 +98,7 @@ def test_saved_samples_are_x0_of_the_chain_drawn_from_the_seed(two_runs, checkpo
     # The script's samples are trajectory[0] of sample_chain, driven by a generator seeded
     # with --seed: so --seed chooses the samples, and what is saved is the end of the chain.
     folder, _ = two_runs[0]
-    model, schedule, _ = plumbing.load_checkpoint(checkpoint)
+    model, schedule, _ = checkpoints.load_checkpoint(checkpoint)
     x0 = common.sample_chain(common.reverse_of(model, schedule), N_SAMPLES, schedule.T,
                              torch.Generator().manual_seed(7))[0]
     gap = np.abs(np.load(folder / "samples.npy") - x0.numpy()).max()
@@ -108,7 +108,7 @@ def test_saved_samples_are_x0_of_the_chain_drawn_from_the_seed(two_runs, checkpo
 def test_sampling_applies_all_T_reverse_steps_ending_at_x0(checkpoint):
     # Record every t the sampler asks the reverse process about. A public version of this
     # experiment stopped at t = 2 and never applied p(x0 | x1).
-    model, schedule, _ = plumbing.load_checkpoint(checkpoint)
+    model, schedule, _ = checkpoints.load_checkpoint(checkpoint)
     asked = []
     reverse = common.reverse_of(model, schedule)
 

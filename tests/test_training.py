@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import common
-import plumbing
+import checkpoints
 import roll
 from model import ReverseModel
 from conftest import load_script, run_script
@@ -27,7 +27,7 @@ def trained(tmp_path_factory):
     run = run_script("03_train.py", "--iters", ITERS, "--batch-size", BATCH, "--seed", 0,
                      "--checkpoint", folder / "model.pt", "--images", folder)
     assert run.returncode == 0, f"03_train.py failed:\n{run.stderr[-2000:]}"
-    model, schedule, checkpoint = plumbing.load_checkpoint(folder / "model.pt")
+    model, schedule, checkpoint = checkpoints.load_checkpoint(folder / "model.pt")
     return run.stdout, model, schedule, folder
 
 
@@ -164,7 +164,7 @@ def trained_diagonal(tmp_path_factory):
     run = run_script("03_train.py", "--covariance", "diagonal", "--iters", 30, "--batch-size", 256,
                      "--seed", 0, "--checkpoint", folder / "model.pt", "--images", folder)
     assert run.returncode == 0, f"03_train.py --covariance diagonal failed:\n{run.stderr[-2000:]}"
-    return plumbing.load_checkpoint(folder / "model.pt")
+    return checkpoints.load_checkpoint(folder / "model.pt")
 
 
 @pytest.mark.parametrize("covariance", ["full", "diagonal"])

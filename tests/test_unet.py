@@ -1,4 +1,4 @@
-"""The UNet of chapters 8-9 (scripts/unet.py) and its checkpoints (plumbing.save_unet_checkpoint /
+"""The UNet of chapters 8-9 (scripts/unet.py) and its checkpoints (checkpoints.save_unet_checkpoint /
 load_unet_checkpoint): the image's shape is kept, the output starts at zero yet trains, t and the
 label change the output, and a checkpoint comes back the same or is refused in one line."""
 import argparse
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import common
-import plumbing
+import checkpoints
 from model import ReverseModel
 from unet import UNet
 
@@ -88,8 +88,8 @@ def test_a_checkpoint_comes_back_with_the_same_eps_and_schedule(tmp_path):
     model = perturbed(UNet(base_channels=8, n_classes=10, attention=True))
     schedule = common.schedule_from_beta(torch.cat([torch.zeros(1), torch.linspace(1e-4, 0.1, 20)]).double())
     path = tmp_path / "unet.pt"
-    plumbing.save_unet_checkpoint(path, model, schedule, arguments(), 3)
-    loaded, loaded_schedule, checkpoint = plumbing.load_unet_checkpoint(path, conditional=True)
+    checkpoints.save_unet_checkpoint(path, model, schedule, arguments(), 3)
+    loaded, loaded_schedule, checkpoint = checkpoints.load_unet_checkpoint(path, conditional=True)
     x_t, t = torch.randn(2, 1, 8, 8), torch.tensor([4, 17])
     assert torch.equal(loaded(x_t, t, torch.tensor([1, 2])), model.eval()(x_t, t, torch.tensor([1, 2])))
     assert torch.equal(loaded_schedule.beta, schedule.beta) and checkpoint["iteration"] == 3
@@ -101,10 +101,10 @@ def test_wrong_checkpoints_are_refused_in_one_line(tmp_path):
     says what to run."""
     schedule = common.schedule_from_beta(torch.cat([torch.zeros(1), torch.linspace(1e-4, 0.1, 20)]).double())
     plain, labelled = tmp_path / "plain.pt", tmp_path / "labelled.pt"
-    plumbing.save_unet_checkpoint(plain, UNet(base_channels=8), schedule, arguments(), 1)
-    plumbing.save_unet_checkpoint(labelled, UNet(base_channels=8, n_classes=10), schedule, arguments(), 1)
+    checkpoints.save_unet_checkpoint(plain, UNet(base_channels=8), schedule, arguments(), 1)
+    checkpoints.save_unet_checkpoint(labelled, UNet(base_channels=8, n_classes=10), schedule, arguments(), 1)
     roll_model = tmp_path / "roll.pt"
-    plumbing.save_checkpoint(roll_model, ReverseModel(), common.make_schedule(), arguments(), 1)
+    checkpoints.save_checkpoint(roll_model, ReverseModel(), common.make_schedule(), arguments(), 1)
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
     other_data = tmp_path / "other.pt"
@@ -117,9 +117,9 @@ def test_wrong_checkpoints_are_refused_in_one_line(tmp_path):
              (labelled, False, "conditioned on 10 labels"), (other_data, None, "other data"),
              (other_shape, None, "another shape")]
     for path, conditional, words in cases:
-        with pytest.raises(plumbing.CheckpointError) as error:
-            plumbing.load_unet_checkpoint(path, conditional=conditional)
+        with pytest.raises(checkpoints.CheckpointError) as error:
+            checkpoints.load_unet_checkpoint(path, conditional=conditional)
         message = str(error.value)
         assert words in message and "\n" not in message and "08_pictures.py" in message, message
-    plumbing.load_unet_checkpoint(plain, conditional=False)
-    plumbing.load_unet_checkpoint(labelled)
+    checkpoints.load_unet_checkpoint(plain, conditional=False)
+    checkpoints.load_unet_checkpoint(labelled)

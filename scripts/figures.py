@@ -1,0 +1,64 @@
+"""Drawing helpers the chapters share: figures saved atomically, point clouds on the
+walkthrough's fixed axes, grids of digits, and animations of point clouds.
+"""
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are written to files, never shown: no screen needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.animation import FuncAnimation, PillowWriter  # noqa: E402
+
+from checkpoints import replace_atomically  # noqa: E402
+
+AXIS_LIMIT = 2.5             # the paper's Figure 1 shows about -2..2; the roll reaches +-2.1
+
+
+def save_figure(fig, path):
+    """Save a matplotlib figure atomically and close it."""
+    replace_atomically(path, lambda temporary: fig.savefig(temporary, dpi=110))
+    plt.close(fig)
+
+
+def plot_points(ax, x, title):
+    """Scatter (n, 2) points on the walkthrough's fixed square axes."""
+    x = x.detach().cpu().numpy()
+    ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.5, color="tab:blue", rasterized=True)
+    ax.set_xlim(-AXIS_LIMIT, AXIS_LIMIT)
+    ax.set_ylim(-AXIS_LIMIT, AXIS_LIMIT)
+    ax.set_aspect("equal")
+    ax.set_title(title)
+
+
+def show_digits(ax, images, columns, title="", low=0.0, high=16.0):
+    """8 x 8 images (n, 8, 8), grey from low (white) to high (black), as one grid with a white
+    line between them; an entry np.nan is drawn blank."""
+    images = np.asarray(images, dtype=np.float64).reshape(-1, 8, 8)
+    rows = math.ceil(len(images) / columns)
+    grid = np.full((rows * 9 + 1, columns * 9 + 1), np.nan)
+    for k, image in enumerate(images):
+        r, c = divmod(k, columns)
+        grid[1 + r * 9:(r + 1) * 9, 1 + c * 9:(c + 1) * 9] = image
+    cmap = plt.get_cmap("gray_r").copy()
+    cmap.set_bad("white")
+    ax.imshow(grid, cmap=cmap, vmin=low, vmax=high, interpolation="nearest")
+    ax.set(xticks=[], yticks=[], title=title)
+
+
+def save_points_gif(path, frames, titles, fps=8):
+    """An animation of point clouds, one frame per (n, 2) tensor, written atomically.
+    Each frame only moves the points of one scatter on bare square axes: drawing ticks again
+    for every frame would take most of the time, and the fixed frame shows the scale."""
+    fig, ax = plt.subplots(figsize=(4, 4))
+    plot_points(ax, frames[0], titles[0])
+    ax.set(xticks=[], yticks=[])
+    points = ax.collections[0]
+
+    def draw(k):
+        points.set_offsets(frames[k].detach().cpu().numpy())
+        ax.set_title(titles[k])
+
+    animation = FuncAnimation(fig, draw, frames=len(frames))
+    replace_atomically(path, lambda temporary: animation.save(temporary, writer=PillowWriter(fps=fps), dpi=60))
+    plt.close(fig)
