@@ -5,6 +5,7 @@ its figures (images/, committed) and its weights and samples (outputs/, git-igno
 README section "Troubleshooting" says what a reader sees when an argument is wrong.
 """
 import argparse
+import importlib.util
 import math
 import pathlib
 import tempfile
@@ -46,6 +47,66 @@ def positive_float(text):
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
+
+
+def share(text):
+    """argparse type: a number from 0 to below 1 (a share of each batch, say)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to below 1, got '{text}'")
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be from 0 to below 1, got {text}")
+    return value
+
+
+def non_negative_numbers(name):
+    """argparse type: comma-separated finite numbers >= 0, each called `name` in the error."""
+    def parse(text):
+        values = []
+        for part in text.split(","):
+            try:
+                value = float(part)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected comma-separated numbers >= 0, got '{part}'")
+            if not (math.isfinite(value) and value >= 0):
+                raise argparse.ArgumentTypeError(f"each {name} must be a finite number >= 0, got '{part}'")
+            values.append(value)
+        return values
+
+    return parse
+
+
+def distinct_whole_numbers(minimum, maximum=None):
+    """argparse type: comma-separated whole numbers in whole_number's range, each once, sorted."""
+    def parse(text):
+        values = [whole_number(minimum, maximum)(part) for part in text.split(",")]
+        if len(set(values)) != len(values):
+            raise argparse.ArgumentTypeError(f"each number once, got '{text}'")
+        return sorted(values)
+
+    return parse
+
+
+def names_from(allowed):
+    """argparse type: comma-separated names, each one of `allowed`."""
+    def parse(text):
+        names = text.split(",")
+        for name in names:
+            if name not in allowed:
+                raise argparse.ArgumentTypeError(f"each must be one of {', '.join(allowed)}, got '{name}'")
+        return names
+
+    return parse
+
+
+def chapter(filename):
+    """A numbered chapter script, e.g. "09_guidance.py", as a module (a name that starts with a
+    digit cannot be imported): the studies in docs/ call a chapter's steps instead of copying them."""
+    spec = importlib.util.spec_from_file_location(f"chapter_{filename[:-3]}", ROOT / "scripts" / filename)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def add_standard_args(parser, seed=0):

@@ -1,4 +1,4 @@
-"""Continuous time (README, chapter 10): the score, the probability-flow ODE and its exact
+"""Continuous time (README, chapter 11): the score, the probability-flow ODE and its exact
 likelihood, and flow matching's straight path.
 
 Time is the log signal-to-noise ratio lam = log(alpha_bar / (1 - alpha_bar)) for the diffusion:
@@ -19,7 +19,7 @@ from scipy.integrate import solve_ivp
 import common
 import roll
 
-RTOL = 1e-5   # the ODE solver's tolerances: docs/chapter10.md shows the likelihood settled at them
+RTOL = 1e-5   # the ODE solver's tolerances: docs/chapter11.md shows the likelihood settled at them
 ATOL = 1e-5
 
 
@@ -54,8 +54,9 @@ def score_from_eps(eps, sigma):
 
 def probability_flow_velocity(eps_at):
     """The probability-flow ODE of the diffusion in lam, dx/dlam = v(x, lam) with
-    v = (sigma^2 / 2) x - (sigma / 2) eps(x, lam) = (sigma^2 / 2) (x + sigma^2 grad log q_lam),
-    from d log a / dlam = sigma^2 / 2 and d log(sigma / a) / dlam = -1/2 (README, chapter 10).
+    v = (sigma^2 / 2) x - (sigma / 2) eps(x, lam) = (sigma^2 / 2) (x + grad log q_lam), since
+    grad log q_lam = -eps / sigma; from d log a / dlam = sigma^2 / 2 and d log(sigma / a) / dlam = -1/2
+    (README, chapter 11).
     eps_at(x, lam) is the noise estimate, lam one number; returns v as a function (x, lam)."""
     def velocity(x, lam):
         _, sigma = signal_and_noise(float(lam))

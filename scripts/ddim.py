@@ -116,3 +116,16 @@ def ddim_reverse(network, schedule, eta, second_order=False):
         return ddim_step(x_t, eps_at(x_t, t), t, schedule, eta)
 
     return reverse
+
+
+def network_calls(name, steps):
+    """Network calls of a sampler of chapter 6 ("ddim_heun" or another) for `steps` steps: one
+    per step but the fixed last; Heun's two, except its step into t = 1 (one)."""
+    return 2 * steps - 3 if name == "ddim_heun" and steps > 2 else steps - 1
+
+
+def steps_for_calls(name, calls, T):
+    """For each wanted number of calls, the number of steps (2..T) whose calls come nearest."""
+    possible = range(2, T + 1)
+    chosen = [min(possible, key=lambda steps: (abs(network_calls(name, steps) - c), steps)) for c in calls]
+    return sorted(set(chosen), key=chosen.index)

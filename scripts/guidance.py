@@ -1,5 +1,5 @@
-"""Chapter 9's math (README, chapter 9, "Asking for a picture"): a label dropped from part of
-each batch, classifier-free guidance in both of its conventions, and three ways to fill in the
+"""The math of chapters 9 and 10 (README, "Asking for a digit" and "Filling in"): a label dropped
+from part of each batch, classifier-free guidance in both of its conventions, and three ways to fill in the
 hidden pixels of a digit with a diffusion model: replacement, RePaint's resampling and
 reconstruction guidance. Also the baselines and scores the chapter measures them against.
 
@@ -119,7 +119,7 @@ def _steps(t, n, device):
     return torch.full((n,), t, dtype=torch.long, device=device)
 
 
-# --- inpainting (README, chapter 9, "Filling in") --------------------------------------------
+# --- inpainting (README, chapter 10, "Filling in") -------------------------------------------
 
 def make_mask(name, n, generator=None):
     """The known pixels (1) of n digits for a named mask: "lower" hides the lower half (rows

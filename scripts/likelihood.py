@@ -90,3 +90,17 @@ def importance_weighted_bound(log_weights):
     """log (1/M) sum_m w_m for each row of an (n, M) table of log weights, by log-sum-exp: a
     lower bound on log p(x0) that rises with M (Burda et al. 2016); M = 1 is the ordinary bound."""
     return torch.logsumexp(log_weights, dim=1) - math.log(log_weights.shape[1])
+
+
+@torch.no_grad()
+def iw_log_weights(model, schedule, x0, trajectories, generator=None, trajectories_per_batch=16_384):
+    """An (n, M) table of log_weight for M forward trajectories per point of x0 (chapter 7),
+    the trajectories run trajectories_per_batch at a time."""
+    reverse = common.reverse_of(model, schedule)
+    per_batch = max(1, trajectories_per_batch // len(x0))
+    columns = []
+    for first in range(0, trajectories, per_batch):
+        m = min(per_batch, trajectories - first)
+        log_w = log_weight(reverse, x0.repeat(m, 1), schedule, generator)
+        columns.append(log_w.reshape(m, len(x0)).T)
+    return torch.cat(columns, dim=1)

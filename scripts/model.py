@@ -1,7 +1,7 @@
 """The network behind p(x_{t-1} | x_t) (README, chapter 2): x_t and t in; out, a noise estimate
 eps and a lower-triangular factor L of x0's covariance given x_t, which common.p_reverse turns
 into the reverse step's mean and covariance. Also the sinusoidal embedding of a time that the
-later networks (the UNet of chapter 8, the continuous-time network of chapter 10) use in place
+later networks (the UNet of chapter 8, the continuous-time network of chapter 11) use in place
 of per-step biases.
 """
 import math
@@ -71,7 +71,7 @@ def sinusoidal_embedding(t, dim, max_period=10_000.0):
     dim / 2 geometric frequencies, from 1 down to 1 / max_period (DDPM's, after the Transformer's).
 
     Unlike chapter 2's table of per-step biases, this is a smooth function of t: nearby steps
-    get nearby codes, and a network can be asked at a t it never saw (chapter 10's continuous
+    get nearby codes, and a network can be asked at a t it never saw (chapter 11's continuous
     time). The inner product of two codes depends only on the gap between the times,
     sum_i cos(w_i (t - s)): the property tests/test_unet.py checks."""
     if dim % 2:
@@ -84,7 +84,7 @@ def sinusoidal_embedding(t, dim, max_period=10_000.0):
 
 
 class ContinuousTimeModel(torch.nn.Module):
-    """Chapter 10's network: ReverseModel's body (random Fourier features of x, then an MLP), but
+    """Chapter 11's network: ReverseModel's body (random Fourier features of x, then an MLP), but
     asked at any real time instead of one of T steps. The time enters through
     sinusoidal_embedding(time_scale * time), one learned linear map of that code added to each
     hidden layer where ReverseModel adds its per-step bias. One output of D numbers: the noise
