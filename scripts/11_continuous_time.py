@@ -6,13 +6,11 @@ Two networks with the same body and the same training budget, both asked at any 
   uniform over [1, T] and lam its log SNR on our schedule (continuous.log_snr_of_time);
 - flow matching's velocity network, trained on ||v_theta(x_s, s) - (eps - x0)||^2 along the
   straight path x_s = (1 - s) x0 + s eps, s uniform in [0, 1].
-Then, in the README's order: the learned score beside the exact one (brute-force Bayes) at three
-steps t; the exact log-likelihood of both flows (and of the roll's own exact flow) on held-out
-points, beside chapter 3's model's K and importance-weighted bound and the ceiling; flow
-matching's samples with Euler's and Heun's steps at 1 to 40 network calls, beside chapter 6's four
-samplers with chapter 5's network at (nearly) the same calls; the two ODEs' paths. E.g.
-    likelihood=ode  model=diffusion  points=curve  trace=exact  bits = 3.365 (se 0.021)  [...]
-    sampler=flow_heun  calls=10  off-curve 0.78%  W1(u) = 0.0023  KS p = 1
+Then, in the README's order, one line per result: the learned score beside the exact one
+(brute-force Bayes) at three steps t; the exact log-likelihood of both flows (and of the roll's
+own exact flow) on held-out points, beside chapter 3's K and importance-weighted bound and the
+ceiling; flow matching's samples with Euler's and Heun's steps at 1 to 40 network calls, beside
+chapter 6's four samplers (chapter 5's network) at about the same calls; the two ODEs' paths.
 
 It needs chapter 3's model (outputs/model.pt, scripts/03_train.py) and chapter 5's eps-network
 (outputs/ddpm.pt, scripts/05_ddpm.py). Writes outputs/continuous_time/<sampler>_<calls>.npy and,
@@ -68,11 +66,9 @@ def main():
     parser.add_argument("--heldout", type=cli.whole_number(2, roll.N_HELDOUT), default=HELDOUT,
                         help="held-out points for the likelihoods and bounds (default: %(default)s)")
     parser.add_argument("--exact-points", type=cli.whole_number(0), default=EXACT_POINTS,
-                        help="held-out points (the first ones) for the likelihood of the roll's exact flow, "
-                             "0 to skip it (default: %(default)s)")
+                        help="the first held-out points for the roll's exact flow, 0: none (default: %(default)s)")
     parser.add_argument("--iw-trajectories", type=cli.positive_int, default=IW_TRAJECTORIES,
-                        help="M, forward trajectories per point of the importance-weighted bound "
-                             "(default: %(default)s)")
+                        help="M, trajectories per point of the importance-weighted bound (default: %(default)s)")
     parser.add_argument("--score-points", type=cli.whole_number(2), default=SCORE_POINTS,
                         help="points of q(x_t) per step for the score's error (default: %(default)s)")
     parser.add_argument("--moment-points", type=cli.positive_int, default=MOMENT_POINTS,

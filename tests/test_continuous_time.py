@@ -1,4 +1,4 @@
-"""Chapter 10: continuous time. The probability-flow ODE with the exact 2 x 2 trace gives the
+"""Chapter 11: continuous time. The probability-flow ODE with the exact 2 x 2 trace gives the
 closed-form log-density of Gaussian data, for the diffusion and for flow matching's straight path,
 and Hutchinson's trace agrees on average; the score from eps is the gradient of the log-density
 (brute-force Bayes on the roll); flow matching's conversions between v, eps and x0 are exact, the
@@ -20,7 +20,7 @@ import roll
 from model import ContinuousTimeModel, ReverseModel
 from test_robustness import call_main, the_error_line
 
-SCRIPT = "10_continuous_time.py"
+SCRIPT = "11_continuous_time.py"
 MEAN = torch.tensor([0.5, -1.0], dtype=torch.float64)
 COV = torch.tensor([[1.0, 0.6], [0.6, 0.5]], dtype=torch.float64)   # correlated: J has off-diagonals
 EYE = torch.eye(2, dtype=torch.float64)
@@ -231,7 +231,7 @@ def test_the_script_runs_end_to_end_with_tiny_settings(checkpoint_folder, tmp_pa
     for sampler in ("flow_euler", "flow_heun", "flow_euler_uniform", "ddim_eta0", "analytic", "ddim_heun"):
         assert re.search(rf"sampler={sampler}  calls=1  off-curve", out), f"no {sampler} line:\n{out}"
         assert (tmp_path / "out" / f"{sampler}_1.npy").is_file(), f"no samples of {sampler}"
-    for figure in ("10_score_fields", "10_ode_paths", "10_quality", "10_likelihoods"):
+    for figure in ("11_score_fields", "11_ode_paths", "11_quality", "11_likelihoods"):
         assert (tmp_path / "images" / f"{figure}.png").is_file(), f"no {figure}.png"
 
 
@@ -284,8 +284,8 @@ def test_the_roll_flows_divergence_matches_finite_differences_of_its_velocity():
 
 
 @pytest.mark.parametrize("name", ["ddim_eta0", "ddim_heun"])
-def test_chapter_6_samplers_make_the_number_of_calls_the_table_says(name, load_script):
-    script, schedule = load_script(SCRIPT), common.make_schedule()
+def test_chapter_6_samplers_make_the_number_of_calls_the_table_says(name):
+    schedule = common.make_schedule()
     torch.manual_seed(0)
     network, asked = ReverseModel(covariance="none").eval(), []
 
@@ -293,10 +293,10 @@ def test_chapter_6_samplers_make_the_number_of_calls_the_table_says(name, load_s
         asked.append(1)
         return network(x, t)
 
-    for steps in script.chapter6_steps(name, [1, 2, 5, 10], schedule.T):
+    for steps in ddim.steps_for_calls(name, [1, 2, 5, 10], schedule.T):
         asked.clear()
         respaced, t_of = ddim.respace(schedule, ddim.sub_sequence(schedule, steps, "log_snr"))
         reverse = ddim.ddim_reverse(ddim.on_respaced_steps(counting, t_of), respaced, 0.0, name == "ddim_heun")
         common.sample_chain(reverse, 4, steps)
-        assert len(asked) == script.chapter6_calls(name, steps), \
-            f"{name}, {steps} steps: {len(asked)} network calls, the table says {script.chapter6_calls(name, steps)}"
+        assert len(asked) == ddim.network_calls(name, steps), \
+            f"{name}, {steps} steps: {len(asked)} network calls, the table says {ddim.network_calls(name, steps)}"

@@ -1,4 +1,4 @@
-"""Chapter 9 (scripts/guidance.py): label dropout, classifier-free guidance in its two conventions,
+"""Chapters 9 and 10 (scripts/guidance.py): label dropout, classifier-free guidance in its two conventions,
 and inpainting by replacement, RePaint's resampling and reconstruction guidance, each checked
 against an independent computation (Monte Carlo, closed forms, finite differences, brute force)
 with a tiny stand-in for the conditional UNet."""
@@ -276,34 +276,82 @@ def chapter8_checkpoint(tmp_path_factory):
     return path
 
 
-def test_the_script_runs_end_to_end_with_tiny_settings(run_script, chapter8_checkpoint, tmp_path):
-    """Every part prints its lines, writes guided.npz and inpainted.npz with the promised keys and
-    shapes and its three figures into the temporary --images folder; the labels were dropped in
-    about p_uncond of the batches' digits."""
+@pytest.fixture(scope="module")
+def chapter9_run(run_script, chapter8_checkpoint, tmp_path_factory):
+    """Chapter 9 run with tiny settings: (its CompletedProcess, its folder with conditional.pt)."""
+    folder = tmp_path_factory.mktemp("chapter9")
     result = run_script("09_guidance.py", "--pictures", chapter8_checkpoint, "--iters", 4, "--batch-size", 64,
                         "--samples-per-class", 2, "--w", "0,1", "--digits", "3,7", "--steps", 4,
-                        "--completions", 2, "--held-out", 12, "--n-bound", 6, "--n-moments", 20, "--inpaint-steps", 4, "--images", tmp_path,
-                        "--checkpoint", tmp_path / "conditional.pt", "--out-dir", tmp_path)
+                        "--n-bound", 6, "--n-moments", 20, "--images", folder,
+                        "--checkpoint", folder / "conditional.pt", "--out-dir", folder)
     assert result.returncode == 0, result.stderr[-2000:]
+    return result, folder
+
+
+def test_chapter9_runs_end_to_end_with_tiny_settings(chapter9_run):
+    """Every part prints its lines, writes guided.npz with the promised keys and shapes and its two
+    figures into the temporary --images folder; the label's cap is -log2 p(c), not log2 10."""
+    result, folder = chapter9_run
     out = result.stdout
-    assert out.count("accuracy") >= 2 + 4 * 5, out
     for w in ("w = 0 ", "w = 1 "):
         assert w in out, out
-    guided = np.load(tmp_path / "guided.npz")
+    assert "the exact difference is at most -log2 p(c) = 3.29-" in out, out
+    guided = np.load(folder / "guided.npz")
     assert guided["samples"].shape == (8, 8, 8) and set(guided["labels"]) == {3, 7}
     assert sorted(set(guided["w"])) == [0.0, 1.0] and guided["samples"].max() <= 16
+    for name in ("09_guidance.png", "09_precision_diversity.png"):
+        assert (folder / name).stat().st_size > 0, name
+
+
+def test_chapter10_inpaints_with_chapter9s_network_end_to_end_with_tiny_settings(run_script, chapter9_run, tmp_path):
+    """Every mask and method prints its line, inpainted.npz has the promised keys and shapes, and
+    the figure is written into the temporary --images folder."""
+    _, folder = chapter9_run
+    result = run_script("10_inpainting.py", "--conditional", folder / "conditional.pt", "--completions", 2,
+                        "--held-out", 12, "--steps", 4, "--images", tmp_path, "--out-dir", tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("accuracy") >= 4 * 5, result.stdout
     inpainted = np.load(tmp_path / "inpainted.npz")
     assert all(inpainted[key].shape == (12, 8, 8) for key in ("completed", "truth", "mask"))
     assert inpainted["labels"].shape == (12,)
-    for name in ("09_guidance.png", "09_precision_diversity.png", "09_inpainting.png"):
-        assert (tmp_path / name).stat().st_size > 0, name
+    assert (tmp_path / "10_inpainting.png").stat().st_size > 0
 
 
-def run_main(load_script, monkeypatch, capsys, *args):
+def run_study(name, monkeypatch, capsys, *args):
+    """A lab-note script of docs/ in this process: its printout."""
+    import importlib.util
+
+    from conftest import ROOT
+    spec = importlib.util.spec_from_file_location(f"study_{name[:-3]}", ROOT / "docs" / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr("sys.argv", [name, *map(str, args)])
+    module.main()
+    return capsys.readouterr().out
+
+
+def test_the_lab_notes_studies_of_chapters_9_and_10_run_on_chapter9s_network(chapter9_run, chapter8_checkpoint,
+                                                                             monkeypatch, capsys, tmp_path):
+    """docs/guidance_variance.py prints chapter 9's guidance lines for both variances;
+    docs/mixture_bound.py the two bounds and the mixture's; docs/inpaint_with_chapter8.py chapter
+    10's lines for chapter 8's network."""
+    _, folder = chapter9_run
+    out = run_study("guidance_variance.py", monkeypatch, capsys, "--conditional", folder / "conditional.pt",
+                    "--w", "0", "--digits", "3", "--samples-per-class", 2, "--steps", 4, "--images", tmp_path)
+    assert out.count("w = 0 ") == 2 and "variance = posterior" in out, out
+    out = run_study("mixture_bound.py", monkeypatch, capsys, "--conditional", folder / "conditional.pt",
+                    "--n-bound", 4, "--n-moments", 20, "--n", 3, "--images", tmp_path)
+    assert "difference" in out and "by the mixture over the ten labels" in out, out
+    out = run_study("inpaint_with_chapter8.py", monkeypatch, capsys, "--pictures", chapter8_checkpoint,
+                    "--completions", 2, "--held-out", 6, "--steps", 4, "--images", tmp_path)
+    assert "with chapter8's network" in out and out.count("mask = lower") == 5 and "along the chain" in out, out
+
+
+def run_main(load_script, monkeypatch, capsys, *args, script="09_guidance.py"):
     """The script's main() in this process (no second import of torch): (exit status, stderr)."""
-    monkeypatch.setattr("sys.argv", ["09_guidance.py", *map(str, args)])
+    monkeypatch.setattr("sys.argv", [script, *map(str, args)])
     with pytest.raises(SystemExit) as exit_info:
-        load_script("09_guidance.py").main()
+        load_script(script).main()
     return exit_info.value.code, capsys.readouterr().err
 
 
@@ -315,16 +363,16 @@ def run_main(load_script, monkeypatch, capsys, *args):
 ])
 def test_a_bad_argument_gets_one_line_and_a_nonzero_exit(load_script, monkeypatch, capsys, args, message, tmp_path):
     """argparse's usage, then one line saying what is wrong; exit status 2, before any work."""
-    code, err = run_main(load_script, monkeypatch, capsys, *args, "--images", tmp_path)
+    script = "10_inpainting.py" if args[0] == "--masks" else "09_guidance.py"
+    code, err = run_main(load_script, monkeypatch, capsys, *args, "--images", tmp_path, script=script)
     last = err.strip().splitlines()[-1]
     assert code == 2 and message in last and err.count("error") == 1, err
 
 
 def test_chapter8s_checkpoint_where_a_conditional_one_is_needed_gets_one_line(load_script, monkeypatch, capsys,
                                                                                chapter8_checkpoint, tmp_path):
-    code, err = run_main(load_script, monkeypatch, capsys, "--pictures", chapter8_checkpoint, "--load",
-                         chapter8_checkpoint, "--steps", 4, "--inpaint-steps", 4, "--images", tmp_path,
-                         "--out-dir", tmp_path)
+    code, err = run_main(load_script, monkeypatch, capsys, "--conditional", chapter8_checkpoint,
+                         "--steps", 4, "--images", tmp_path, "--out-dir", tmp_path, script="10_inpainting.py")
     assert code == 1 and "unconditional UNet, and a conditional one" in err, err
     assert len(err.strip().splitlines()) == 1, err
     assert not list(tmp_path.glob("*.npz")) and not list(tmp_path.glob("*.png"))
@@ -334,3 +382,9 @@ def test_a_missing_chapter8_checkpoint_says_which_script_to_run(load_script, mon
     code, err = run_main(load_script, monkeypatch, capsys, "--pictures", tmp_path / "none.pt", "--images", tmp_path,
                          "--out-dir", tmp_path)
     assert code == 1 and "08_pictures.py" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_missing_chapter9_checkpoint_says_which_script_to_run(load_script, monkeypatch, capsys, tmp_path):
+    code, err = run_main(load_script, monkeypatch, capsys, "--conditional", tmp_path / "none.pt", "--images", tmp_path,
+                         "--out-dir", tmp_path, script="10_inpainting.py")
+    assert code == 1 and "09_guidance.py" in err and len(err.strip().splitlines()) == 1, err

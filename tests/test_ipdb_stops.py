@@ -13,7 +13,9 @@ import torch
 
 import common
 import checkpoints
+import likelihood
 from model import ReverseModel
+from unet import UNet
 from conftest import ROOT, SCRIPTS, load_script
 
 README = (ROOT / "README.md").read_text()
@@ -27,6 +29,12 @@ TINY = {  # each chapter on settings that reach every stop in a second or two
     "02_reverse_model.py": [],
     "03_train.py": ["--iters", "2", "--batch-size", "64"],
     "04_sample.py": ["--n-samples", "50"],
+    "09_guidance.py": ["--iters", "2", "--batch-size", "16", "--samples-per-class", "1", "--w", "0", "--digits", "3",
+                       "--steps", "2", "--n-bound", "0"],
+    "10_inpainting.py": ["--held-out", "4", "--steps", "2", "--completions", "2", "--masks", "lower"],
+    "11_continuous_time.py": ["--iters", "2", "--batch-size", "64", "--score-points", "20", "--heldout", "10",
+                              "--exact-points", "2", "--iw-trajectories", "2", "--calls", "1", "--n-samples", "50",
+                              "--moment-points", "100"],
 }
 
 
@@ -44,6 +52,21 @@ def run_to_stop(script, path, line, expression, tmp_path, monkeypatch):
         checkpoints.save_checkpoint(tmp_path / "model.pt", ReverseModel(), common.make_schedule(),
                                  argparse.Namespace(iters=1), 1)
         args += ["--checkpoint", str(tmp_path / "model.pt"), "--out", str(tmp_path / "samples.npy")]
+    if script in ("09_guidance.py", "10_inpainting.py"):   # chapter 8's network, or chapter 9's, untrained
+        schedule = likelihood.schedule_between_ends(20, "linear", common.make_schedule(20, 1e-4, -1.0))
+        torch.manual_seed(0)
+        checkpoints.save_unet_checkpoint(tmp_path / "unet.pt", UNet(8, n_classes=10 if script == "10_inpainting.py"
+                                                                    else None), schedule, argparse.Namespace(seed=0), 0)
+        args += ["--out-dir", str(tmp_path)]
+        args += (["--pictures", str(tmp_path / "unet.pt"), "--checkpoint", str(tmp_path / "conditional.pt")]
+                 if script == "09_guidance.py" else ["--conditional", str(tmp_path / "unet.pt")])
+    if script == "11_continuous_time.py":   # chapter 3's model and chapter 5's eps-network, untrained
+        torch.manual_seed(0)
+        for name, covariance in (("model.pt", "full"), ("ddpm.pt", "none")):
+            checkpoints.save_checkpoint(tmp_path / name, ReverseModel(covariance=covariance), common.make_schedule(),
+                                        argparse.Namespace(seed=0), 0)
+        args += ["--chapter3", str(tmp_path / "model.pt"), "--chapter5", str(tmp_path / "ddpm.pt"),
+                 "--out-dir", str(tmp_path / "out")]
     monkeypatch.setattr(sys, "argv", [script, *args])
     seen = {}
 
