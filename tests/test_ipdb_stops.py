@@ -27,6 +27,7 @@ TINY = {  # each chapter on settings that reach every stop in a second or two
     "02_reverse_model.py": [],
     "03_train.py": ["--iters", "2", "--batch-size", "64"],
     "04_sample.py": ["--n-samples", "50"],
+    "14_one_step.py": ["--teacher-calls", "4", "--roll-iters", "2", "--n-samples", "50", "--digits-iters", "0"],
 }
 
 
@@ -44,6 +45,11 @@ def run_to_stop(script, path, line, expression, tmp_path, monkeypatch):
         checkpoints.save_checkpoint(tmp_path / "model.pt", ReverseModel(), common.make_schedule(),
                                  argparse.Namespace(iters=1), 1)
         args += ["--checkpoint", str(tmp_path / "model.pt"), "--out", str(tmp_path / "samples.npy")]
+    if script == "14_one_step.py":   # an untrained eps-network of chapter 5's kind as the teacher
+        torch.manual_seed(0)
+        checkpoints.save_checkpoint(tmp_path / "ddpm.pt", ReverseModel(covariance="none"), common.make_schedule(),
+                                    argparse.Namespace(iters=1), 1)
+        args += ["--roll-checkpoint", str(tmp_path / "ddpm.pt"), "--out-dir", str(tmp_path / "one_step")]
     monkeypatch.setattr(sys, "argv", [script, *args])
     seen = {}
 
