@@ -46,6 +46,8 @@ def parse_arguments():
                         help="the first teacher's DDIM calls, a power of two (default: %(default)s)")
     parser.add_argument("--roll-iters", type=cli.positive_int, default=ROLL_ITERS,
                         help="iterations per round on the roll (default: %(default)s)")
+    parser.add_argument("--roll-lr", type=cli.positive_float, default=ROLL_LR,
+                        help="peak Adam step size of each round on the roll (default: %(default)s)")
     parser.add_argument("--digits-iters", type=cli.whole_number(0), default=DIGITS_ITERS,
                         help="iterations per round on the digits, 0 to skip them (default: %(default)s)")
     parser.add_argument("--n-samples", type=cli.whole_number(20), default=N_SAMPLES,
@@ -107,7 +109,7 @@ def distil_roll(args, teacher, schedule, generator, device):
     z_T = torch.randn(args.n_samples, 2, generator=generator).to(device)
     return progressive_distillation(teacher, schedule, args.teacher_calls,
                                     lambda: roll.swiss_roll(ROLL_BATCH, generator).to(device),
-                                    args.roll_iters, ROLL_LR, generator, roll_score, z_T, "roll")
+                                    args.roll_iters, args.roll_lr, generator, roll_score, z_T, "roll")
 
 
 def draw_paths(teacher, student, schedule, calls, generator, device, path):
@@ -163,15 +165,16 @@ def distil_digits(args, unet, schedule, generator, device):
 
 def draw_samples(roll_samples, digit_samples, images):
     """README "What the rounds bought": student above teacher at 8, 4, 2 and 1 calls."""
-    fig, axes = plt.subplots(2, len(SHOWN_CALLS), figsize=(3 * len(SHOWN_CALLS), 6.4))
-    for column, calls in enumerate(SHOWN_CALLS):
+    shown = [calls for calls in SHOWN_CALLS if calls in roll_samples]
+    fig, axes = plt.subplots(2, len(shown), figsize=(3 * len(shown), 6.4), squeeze=False)
+    for column, calls in enumerate(shown):
         for row, who in enumerate(("student", "DDIM")):
             figures.plot_points(axes[row, column], roll_samples[calls][row], f"{who}, {calls} call{'s' * (calls > 1)}")
     figures.save_figure(fig, images / "14_roll.png")
     if digit_samples is None:
         return
-    fig, axes = plt.subplots(2, len(SHOWN_CALLS), figsize=(3 * len(SHOWN_CALLS), 6.4))
-    for column, calls in enumerate(SHOWN_CALLS):
+    fig, axes = plt.subplots(2, len(shown), figsize=(3 * len(shown), 6.4), squeeze=False)
+    for column, calls in enumerate(shown):
         for row, who in enumerate(("student", "DDIM")):
             figures.show_digits(axes[row, column], digits.to_levels(digit_samples[calls][row][:36]), 6,
                                 f"{who}, {calls} call{'s' * (calls > 1)}")

@@ -3,11 +3,13 @@ closed form (Gaussian data with its exact eps): one DDIM jump at the target land
 teacher's do; a student that predicts the target samples in half the calls what the teacher does;
 one round of training halves the grid and lowers the student's loss; the truncated-SNR weight
 turns the x0 loss into the eps loss where SNR >= 1; and the script refuses a missing checkpoint."""
+import argparse
 import copy
 
 import pytest
 import torch
 
+import checkpoints
 import common
 import ddim
 import distill
@@ -138,3 +140,22 @@ def test_log_snr_grid_halves_into_itself_and_spreads_evenly():
     gaps = (level[:-1] - level[1:]).abs()   # one or two of the schedule's equal steps: as even as whole steps allow
     one_step = float(common.log_snr(SCHEDULE)[1] - common.log_snr(SCHEDULE)[2])
     assert float(gaps.max() - gaps.min()) <= one_step + 1e-9, gaps
+
+
+@pytest.mark.parametrize("which, command", [("--roll-checkpoint", "python scripts/05_ddpm.py"),
+                                            ("--digits-checkpoint", "python scripts/08_pictures.py")])
+def test_script_refuses_a_missing_checkpoint_in_one_line_naming_the_command(which, command, tmp_path, monkeypatch,
+                                                                             capsys, keep_process_settings):
+    from test_robustness import call_main, the_error_line
+    torch.manual_seed(0)
+    checkpoints.save_checkpoint(tmp_path / "ddpm.pt", ReverseModel(covariance="none"), SCHEDULE,
+                                argparse.Namespace(iters=1), 1)
+    paths = {"--roll-checkpoint": tmp_path / "ddpm.pt", "--digits-checkpoint": tmp_path / "unet.pt"}
+    paths[which] = tmp_path / "missing.pt"
+    code, _, err = call_main("14_one_step.py", ["--roll-checkpoint", paths["--roll-checkpoint"],
+                                                "--digits-checkpoint", paths["--digits-checkpoint"],
+                                                "--images", tmp_path, "--out-dir", tmp_path / "out"],
+                             monkeypatch, capsys)
+    line = the_error_line(err, which)
+    assert code != 0 and command in line and "missing.pt" in line, line
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
