@@ -24,6 +24,7 @@ import cli
 import digits
 import distill
 import figures
+import pictures
 import roll
 
 TEACHER_CALLS = 32      # the teacher's DDIM jumps, spread evenly in log SNR; each round halves them
@@ -91,7 +92,7 @@ def progressive_distillation(teacher, schedule, calls, draw_x0, iters, lr, gener
         ddim_samples = distill.sample(teacher, distill.log_snr_grid(schedule, calls), z_T, schedule)
         samples[calls] = (distill.sample(student, grid, z_T, schedule), ddim_samples)
         head, tail = sum(losses[:50]) / len(losses[:50]), sum(losses[-50:]) / len(losses[-50:])
-        print(f"{name}: {calls:2d} calls  round of {iters} steps, {seconds:5.1f} s, loss {head:.4f} -> {tail:.4f}\n"
+        print(f"{name}: {calls:2d} call{'s' * (calls > 1)}  round of {iters} steps, {seconds:5.1f} s, loss {head:.4f} -> {tail:.4f}\n"
               f"    student {score(samples[calls][0])}\n    DDIM    {score(ddim_samples)}")
     return samples, student
 
@@ -148,7 +149,7 @@ def distil_digits(args, unet, schedule, generator, device):
         return f"confident {scores['confident']:.3f}  two-sample accuracy {scores['two_sample']:.3f}"
 
     def draw_x0():
-        return distill.pictures.flat(digits.dequantise(train[torch.randint(len(train), (DIGITS_BATCH,),
+        return pictures.flat(digits.dequantise(train[torch.randint(len(train), (DIGITS_BATCH,),
                                                                            generator=generator)], generator)).to(device)
 
     real = digits.real_digit_scores(split, classifier, args.seed)
