@@ -42,6 +42,8 @@ N_PATHS = 14            # paths in the figure
 
 
 def parse_arguments():
+    """The command line, checked before any work; the two teachers loaded, or one line naming the
+    command that makes a missing one."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--teacher-calls", type=cli.whole_number(2), default=TEACHER_CALLS,
                         help="the first teacher's DDIM calls, a power of two (default: %(default)s)")
@@ -92,7 +94,7 @@ def progressive_distillation(teacher, schedule, calls, draw_x0, iters, lr, gener
         ddim_samples = distill.sample(teacher, distill.log_snr_grid(schedule, calls), z_T, schedule)
         samples[calls] = (distill.sample(student, grid, z_T, schedule), ddim_samples)
         head, tail = sum(losses[:50]) / len(losses[:50]), sum(losses[-50:]) / len(losses[-50:])
-        print(f"{name}: {calls:2d} call{'s' * (calls > 1)}  round of {iters} steps, {seconds:5.1f} s, loss {head:.4f} -> {tail:.4f}\n"
+        print(f"{name}: {calls:2d} call{'s' * (calls > 1)}  round of {iters} iterations, {seconds:5.1f} s, loss {head:.4f} -> {tail:.4f}\n"
               f"    student {score(samples[calls][0])}\n    DDIM    {score(ddim_samples)}")
     return samples, student
 
@@ -191,6 +193,8 @@ def write_samples(out_dir, roll_samples, digit_samples):
 
 
 def main():
+    """The chapter's steps in the README's order: the rounds on the roll, the picture of paths and
+    jumps, the rounds on the digits, the figures of samples, the samples for tools."""
     args, device, generator, (roll_teacher, roll_schedule), unet = parse_arguments()
     roll_samples, roll_student = distil_roll(args, roll_teacher, roll_schedule, generator, device)
     draw_paths(roll_teacher, roll_student, roll_schedule, args.teacher_calls, generator, device,

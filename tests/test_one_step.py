@@ -34,9 +34,10 @@ def gaussian_eps(z, t):
     return (1.0 - alpha_bar).sqrt() * z / (alpha_bar * DATA_STD ** 2 + 1.0 - alpha_bar), None
 
 
-def random_eps_network():
+def random_eps_network(**size):
+    """An eps-network with random output weights: eps varies with z_t and with t."""
     torch.manual_seed(0)
-    network = ReverseModel(covariance="none").double().eval()
+    network = ReverseModel(covariance="none", **size).double().eval()
     with torch.no_grad():
         network.output.weight.normal_(0.0, 0.3)
         network.output.bias.normal_(0.0, 0.3)
@@ -96,7 +97,8 @@ def test_a_student_that_predicts_the_target_samples_in_half_the_calls_what_the_t
 
 
 def test_one_round_halves_the_jumps_and_lowers_the_students_loss():
-    teacher = random_eps_network().float()
+    small = {"hidden": 32, "depth": 2, "n_frequencies": 8}
+    teacher = random_eps_network(**small).float()
     grid = distill.log_snr_grid(SCHEDULE, 8)
     generator = torch.Generator().manual_seed(0)
 
@@ -115,7 +117,7 @@ def test_one_round_halves_the_jumps_and_lowers_the_students_loss():
     assert len(losses) == 80
     assert after < 0.5 * before, f"the student's loss went from {before:.4f} to {after:.4f}"
     # the teacher is left as it was
-    assert torch.equal(teacher.output.weight, random_eps_network().float().output.weight)
+    assert torch.equal(teacher.output.weight, random_eps_network(**small).float().output.weight)
 
 
 def test_truncated_snr_weight_makes_the_x0_loss_the_eps_loss_where_snr_is_above_one():
