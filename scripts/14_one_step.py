@@ -201,7 +201,8 @@ def main():
                args.images / "14_paths.png")
     digit_samples = None
     if unet is not None:
-        digit_samples = distil_digits(args, unet[0], unet[1], generator, device)
+        # a generator of its own: the digits' numbers do not depend on the roll's settings
+        digit_samples = distil_digits(args, unet[0], unet[1], torch.Generator().manual_seed(args.seed), device)
     draw_samples(roll_samples, digit_samples, args.images)
     write_samples(args.out_dir, roll_samples, digit_samples)
     print(f"wrote {args.images}/14_paths.png, 14_roll.png{', 14_digits.png' if unet else ''} and the "
