@@ -35,6 +35,7 @@ TINY = {  # each chapter on settings that reach every stop in a second or two
     "11_continuous_time.py": ["--iters", "2", "--batch-size", "64", "--score-points", "20", "--heldout", "10",
                               "--exact-points", "2", "--iw-trajectories", "2", "--calls", "1", "--n-samples", "50",
                               "--moment-points", "100"],
+    "14_one_step.py": ["--teacher-calls", "4", "--roll-iters", "2", "--n-samples", "50", "--digits-iters", "0"],
 }
 
 
@@ -67,6 +68,11 @@ def run_to_stop(script, path, line, expression, tmp_path, monkeypatch):
                                         argparse.Namespace(seed=0), 0)
         args += ["--chapter3", str(tmp_path / "model.pt"), "--chapter5", str(tmp_path / "ddpm.pt"),
                  "--out-dir", str(tmp_path / "out")]
+    if script == "14_one_step.py":   # an untrained eps-network of chapter 5's kind as the teacher
+        torch.manual_seed(0)
+        checkpoints.save_checkpoint(tmp_path / "ddpm.pt", ReverseModel(covariance="none"), common.make_schedule(),
+                                    argparse.Namespace(iters=1), 1)
+        args += ["--roll-checkpoint", str(tmp_path / "ddpm.pt"), "--out-dir", str(tmp_path / "one_step")]
     monkeypatch.setattr(sys, "argv", [script, *args])
     seen = {}
 

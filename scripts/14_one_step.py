@@ -1,0 +1,213 @@
+"""Chapter 14: one step. README section "14. One step: distilling the sampler".
+
+Below about ten jumps every ODE solver falls apart: one straight jump from noise cannot follow a
+curved path. Progressive distillation (Salimans & Ho 2022) trains a student, a copy of its
+teacher, so that one of its DDIM jumps lands where two of the teacher's do; the student then
+teaches the next round, and each round halves the network calls. This script
+- draws the teacher's ODE paths on the roll beside the straight line a single jump takes;
+- distils chapter 5's eps-network from 32 calls down to 1, every round printed beside DDIM with
+  the teacher at the same calls (steps, seconds, off the curve, W1(u): chapter 4's scores);
+- does the same for chapter 8's UNet on the digits, scored with chapter 8's sample scores.
+
+Writes images/14_paths.png, 14_roll.png and 14_digits.png, and the students' samples to
+outputs/one_step/: roll_{calls}.npy ((N, 2) points) and digits_{calls}.npy ((N, 8, 8) levels).
+"""
+import argparse
+import pathlib
+import time
+
+import matplotlib.pyplot as plt
+import torch
+
+import checkpoints
+import cli
+import digits
+import distill
+import figures
+import pictures
+import roll
+
+TEACHER_CALLS = 32      # the teacher's DDIM jumps, spread evenly in log SNR; each round halves them
+ROLL_ITERS = 800        # iterations per round on the roll
+ROLL_BATCH = 1024       # roll points per iteration
+ROLL_LR = 1e-3          # Adam's step size, decayed on a cosine within each round
+DIGITS_ITERS = 300      # iterations per round on the digits
+DIGITS_BATCH = 128      # digits per iteration
+DIGITS_LR = 2e-4
+N_SAMPLES = 5000        # roll samples per sampler
+N_DIGITS = 1000         # digit samples per sampler (as chapter 8)
+DDIM_REFERENCE = 20     # chapter 8's DDIM comparison: the digits' DDIM at this many calls too
+SHOWN_CALLS = (8, 4, 2, 1)
+N_PATHS = 14            # paths in the figure
+
+
+def parse_arguments():
+    """The command line, checked before any work; the two teachers loaded, or one line naming the
+    command that makes a missing one."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--teacher-calls", type=cli.whole_number(2), default=TEACHER_CALLS,
+                        help="the first teacher's DDIM calls, a power of two (default: %(default)s)")
+    parser.add_argument("--roll-iters", type=cli.positive_int, default=ROLL_ITERS,
+                        help="iterations per round on the roll (default: %(default)s)")
+    parser.add_argument("--roll-lr", type=cli.positive_float, default=ROLL_LR,
+                        help="peak Adam step size of each round on the roll (default: %(default)s)")
+    parser.add_argument("--digits-iters", type=cli.whole_number(0), default=DIGITS_ITERS,
+                        help="iterations per round on the digits, 0 to skip them (default: %(default)s)")
+    parser.add_argument("--n-samples", type=cli.whole_number(20), default=N_SAMPLES,
+                        help="roll samples per sampler (default: %(default)s)")
+    parser.add_argument("--n-digits", type=cli.whole_number(20), default=N_DIGITS,
+                        help="digit samples per sampler (default: %(default)s)")
+    parser.add_argument("--roll-checkpoint", type=pathlib.Path, default=checkpoints.DDPM_CHECKPOINT,
+                        help="chapter 5's eps-network (default: outputs/ddpm.pt)")
+    parser.add_argument("--digits-checkpoint", type=pathlib.Path, default=checkpoints.PICTURES_CHECKPOINT,
+                        help="chapter 8's UNet (default: outputs/pictures/unet.pt)")
+    parser.add_argument("--out-dir", type=pathlib.Path, default=cli.OUTPUTS / "one_step",
+                        help="folder for the students' samples (default: outputs/one_step)")
+    cli.add_standard_args(parser)
+    args, device, generator = cli.parse_and_prepare(parser)
+    if args.teacher_calls & (args.teacher_calls - 1):
+        parser.error(f"--teacher-calls must be a power of two, so that rounds can halve it, got {args.teacher_calls}")
+    cli.writable_dir_or_exit(parser, args.out_dir, "the samples")
+    try:
+        roll_teacher, roll_schedule, _ = checkpoints.load_eps_network(args.roll_checkpoint, device)
+        unet = (checkpoints.load_unet_checkpoint(args.digits_checkpoint, device, conditional=False)
+                if args.digits_iters else None)
+    except checkpoints.CheckpointError as error:
+        parser.exit(1, f"error: {error}\n")
+    if args.teacher_calls >= roll_schedule.T or (unet and args.teacher_calls >= unet[1].T):
+        parser.error(f"--teacher-calls must be below the schedules' T, got {args.teacher_calls}")
+    return args, device, generator, (roll_teacher, roll_schedule), unet
+
+
+def progressive_distillation(teacher, schedule, calls, draw_x0, iters, lr, generator, score, z_T, name):
+    """Rounds from `calls` down to 1, each printed beside DDIM at the same calls (README "Rounds on
+    the roll"). Returns {calls: (student samples, DDIM samples)} and the last student."""
+    grid = distill.log_snr_grid(schedule, calls)
+    ddim_samples = distill.sample(teacher, grid, z_T, schedule)
+    print(f"{name}: teacher, DDIM at {calls} calls: {score(ddim_samples)}")
+    samples, student = {calls: (ddim_samples, ddim_samples)}, teacher
+    while len(grid) > 2:
+        began = time.perf_counter()
+        student, grid, losses = distill.distill_round(student, grid, draw_x0, iters, lr, generator, schedule)
+        seconds = time.perf_counter() - began
+        calls = len(grid) - 1
+        ddim_samples = distill.sample(teacher, distill.log_snr_grid(schedule, calls), z_T, schedule)
+        samples[calls] = (distill.sample(student, grid, z_T, schedule), ddim_samples)
+        head, tail = sum(losses[:50]) / len(losses[:50]), sum(losses[-50:]) / len(losses[-50:])
+        print(f"{name}: {calls:2d} call{'s' * (calls > 1)}  round of {iters} iterations, {seconds:5.1f} s, loss {head:.4f} -> {tail:.4f}\n"
+              f"    student {score(samples[calls][0])}\n    DDIM    {score(ddim_samples)}")
+    return samples, student
+
+
+def roll_score(x):
+    """Chapter 4's scores in one short line: off the curve and W1(u) against the data's law."""
+    scores = roll.score_samples(x.cpu())
+    return f"off the curve {100 * scores['off_curve']:5.2f}%  W1(u) {scores['w1_u']:.4f}"
+
+
+def distil_roll(args, teacher, schedule, generator, device):
+    """README "Rounds on the roll": chapter 5's eps-network from --teacher-calls to 1 call."""
+    lo, hi = roll.w1_band(args.n_samples)
+    print(f"real roll samples of this size: W1(u) {lo:.4f}-{hi:.4f} (5-95%)")
+    z_T = torch.randn(args.n_samples, 2, generator=generator).to(device)
+    return progressive_distillation(teacher, schedule, args.teacher_calls,
+                                    lambda: roll.swiss_roll(ROLL_BATCH, generator).to(device),
+                                    args.roll_iters, args.roll_lr, generator, roll_score, z_T, "roll")
+
+
+def draw_paths(teacher, student, schedule, calls, generator, device, path):
+    """README "Why solvers stop at about ten steps": the teacher's paths (DDIM at --teacher-calls,
+    close to its ODE), where one teacher jump lands, and where the one-call student lands."""
+    z_T = torch.randn(N_PATHS, 2, generator=generator).to(device)
+    grid = distill.log_snr_grid(schedule, calls)
+    points = [z_T]
+    for t, s in zip(grid, grid[1:]):
+        points.append(distill.sample(teacher, [t, s], points[-1], schedule))
+    paths = torch.stack(points).cpu()
+    one_teacher = distill.sample(teacher, [grid[0], 0], z_T, schedule).cpu()
+    one_student = distill.sample(student, [grid[0], 0], z_T, schedule).cpu()
+    fig, ax = plt.subplots(figsize=(6, 6))
+    _, curve = roll.curve_grid(2000)
+    ax.plot(curve[:, 0], curve[:, 1], color="0.85", lw=4, zorder=0)
+    for k in range(N_PATHS):
+        label = (lambda text: text if k == 0 else None)
+        ax.plot(paths[:, k, 0], paths[:, k, 1], color="tab:blue", lw=1, label=label(f"teacher, {calls} jumps"))
+        ax.plot(*zip(z_T[k].cpu(), one_teacher[k]), color="tab:red", ls="--", lw=1, label=label("teacher, 1 jump"))
+        ax.plot(*zip(z_T[k].cpu(), one_student[k]), color="tab:green", lw=1, label=label("student, 1 jump"))
+    ax.scatter(*paths[0].T, s=12, color="black", zorder=3, label="start, noise")
+    ax.set(xlim=(-2.6, 2.6), ylim=(-2.6, 2.6), aspect="equal", title="from noise to the roll: paths and single jumps")
+    ax.legend(loc="lower right", fontsize=8)
+    figures.save_figure(fig, path)
+
+
+def distil_digits(args, unet, schedule, generator, device):
+    """README "On the digits": chapter 8's UNet from --teacher-calls to 1 call, chapter 8's scores."""
+    split = digits.load_split()
+    classifier = digits.fit_digit_classifier(split[0], split[1])
+    train = torch.as_tensor(split[0])
+
+    def score(z):
+        scores = digits.score_samples(digits.to_levels(z), split, classifier, args.seed)
+        return f"confident {scores['confident']:.3f}  two-sample accuracy {scores['two_sample']:.3f}"
+
+    def draw_x0():
+        return pictures.flat(digits.dequantise(train[torch.randint(len(train), (DIGITS_BATCH,),
+                                                                           generator=generator)], generator)).to(device)
+
+    real = digits.real_digit_scores(split, classifier, args.seed)
+    print(f"held-out digits: confident {real['confident']:.3f}  two-sample accuracy against training "
+          f"digits {real['two_sample']:.3f}")
+    teacher = distill.OnPoints(unet).eval()
+    z_T = torch.randn(args.n_digits, digits.PIXELS, generator=generator).to(device)
+    reference = distill.sample(teacher, distill.log_snr_grid(schedule, DDIM_REFERENCE), z_T, schedule)
+    print(f"digits: DDIM at {DDIM_REFERENCE} calls: {score(reference)}")
+    samples, _ = progressive_distillation(teacher, schedule, args.teacher_calls, draw_x0, args.digits_iters,
+                                          DIGITS_LR, generator, score, z_T, "digits")
+    return samples
+
+
+def draw_samples(roll_samples, digit_samples, images):
+    """README "What the rounds bought": student above teacher at 8, 4, 2 and 1 calls."""
+    shown = [calls for calls in SHOWN_CALLS if calls in roll_samples]
+    fig, axes = plt.subplots(2, len(shown), figsize=(3 * len(shown), 6.4), squeeze=False)
+    for column, calls in enumerate(shown):
+        for row, who in enumerate(("student", "DDIM")):
+            figures.plot_points(axes[row, column], roll_samples[calls][row], f"{who}, {calls} call{'s' * (calls > 1)}")
+    figures.save_figure(fig, images / "14_roll.png")
+    if digit_samples is None:
+        return
+    fig, axes = plt.subplots(2, len(shown), figsize=(3 * len(shown), 6.4), squeeze=False)
+    for column, calls in enumerate(shown):
+        for row, who in enumerate(("student", "DDIM")):
+            figures.show_digits(axes[row, column], digits.to_levels(digit_samples[calls][row][:36]), 6,
+                                f"{who}, {calls} call{'s' * (calls > 1)}")
+    figures.save_figure(fig, images / "14_digits.png")
+
+
+def write_samples(out_dir, roll_samples, digit_samples):
+    """The students' samples for tools: roll_{calls}.npy (N, 2) and digits_{calls}.npy (N, 8, 8)."""
+    for calls, (student, _) in roll_samples.items():
+        checkpoints.save_array(out_dir / f"roll_{calls}.npy", student.cpu().numpy())
+    for calls, (student, _) in (digit_samples or {}).items():
+        checkpoints.save_array(out_dir / f"digits_{calls}.npy", digits.to_levels(student))
+
+
+def main():
+    """The chapter's steps in the README's order: the rounds on the roll, the picture of paths and
+    jumps, the rounds on the digits, the figures of samples, the samples for tools."""
+    args, device, generator, (roll_teacher, roll_schedule), unet = parse_arguments()
+    roll_samples, roll_student = distil_roll(args, roll_teacher, roll_schedule, generator, device)
+    draw_paths(roll_teacher, roll_student, roll_schedule, args.teacher_calls, generator, device,
+               args.images / "14_paths.png")
+    digit_samples = None
+    if unet is not None:
+        # a generator of its own: the digits' numbers do not depend on the roll's settings
+        digit_samples = distil_digits(args, unet[0], unet[1], torch.Generator().manual_seed(args.seed), device)
+    draw_samples(roll_samples, digit_samples, args.images)
+    write_samples(args.out_dir, roll_samples, digit_samples)
+    print(f"wrote {args.images}/14_paths.png, 14_roll.png{', 14_digits.png' if unet else ''} and the "
+          f"students' samples to {args.out_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""Chapter 14: one step. The distillation target is exact where the teacher's jumps are known in
+closed form (Gaussian data with its exact eps): one DDIM jump at the target lands where two of the
+teacher's do; a student that predicts the target samples in half the calls what the teacher does;
+one round of training halves the grid and lowers the student's loss; the truncated-SNR weight
+turns the x0 loss into the eps loss where SNR >= 1; and the script refuses a missing checkpoint."""
+import argparse
+import copy
+
+import pytest
+import torch
+
+import checkpoints
+import common
+import ddim
+import distill
+import roll
+from model import ReverseModel
+
+SCHEDULE = common.make_schedule()
+T = SCHEDULE.T
+DATA_STD = 0.5   # Gaussian data x0 ~ N(0, DATA_STD^2 I): E[eps | z_t] is known exactly
+
+
+def levels(t):
+    """alpha_t, sigma_t and Var(z_t) = alpha_t^2 DATA_STD^2 + sigma_t^2 per coordinate, as floats."""
+    alpha_bar = float(SCHEDULE.alpha_bar[t])
+    alpha, sigma = alpha_bar ** 0.5, (1.0 - alpha_bar) ** 0.5
+    return alpha, sigma, alpha ** 2 * DATA_STD ** 2 + sigma ** 2
+
+
+def gaussian_eps(z, t):
+    """The exact eps-network of Gaussian data: E[eps | z_t] = sigma_t z_t / Var(z_t)."""
+    alpha_bar = common.at(SCHEDULE.alpha_bar, t).to(z)
+    return (1.0 - alpha_bar).sqrt() * z / (alpha_bar * DATA_STD ** 2 + 1.0 - alpha_bar), None
+
+
+def random_eps_network(**size):
+    """An eps-network with random output weights: eps varies with z_t and with t."""
+    torch.manual_seed(0)
+    network = ReverseModel(covariance="none", **size).double().eval()
+    with torch.no_grad():
+        network.output.weight.normal_(0.0, 0.3)
+        network.output.bias.normal_(0.0, 0.3)
+    return network
+
+
+@pytest.mark.parametrize("t, middle, end", [(40, 30, 20), (25, 12, 3), (9, 4, 0)])
+def test_target_makes_one_ddim_jump_land_where_two_exact_teacher_jumps_land(t, middle, end):
+    z_t = torch.randn(500, 2, generator=torch.Generator().manual_seed(t), dtype=torch.float64)
+    # the teacher's two DDIM jumps with the exact eps, by hand: x0_hat = alpha DATA_STD^2 z / Var and
+    # eps_hat = sigma z / Var, so a jump t -> s multiplies z by (alpha_s alpha_t DATA_STD^2 + sigma_s sigma_t) / Var_t
+    (a_t, s_t, v_t), (a_m, s_m, v_m), (a_e, s_e, _) = levels(t), levels(middle), levels(end)
+    by_hand = (a_e * a_m * DATA_STD ** 2 + s_e * s_m) / v_m * (a_m * a_t * DATA_STD ** 2 + s_m * s_t) / v_t * z_t
+    z_end = distill.sample(gaussian_eps, [t, middle, end], z_t, SCHEDULE)
+    assert torch.allclose(z_end, by_hand, rtol=0, atol=1e-12), (z_end - by_hand).abs().max()
+
+    target = distill.distillation_target(z_t, z_end, t, end, SCHEDULE)
+    # one jump at the target, by chapter 6's DDIM step on the chain respaced to T -> t -> end
+    # (its eps-form, not distill.ddim_jump); a jump to 0 is the target itself
+    if end == 0:
+        one_jump = target
+    else:
+        respaced, t_of = ddim.respace(SCHEDULE, sorted({T, t, end, 1}, reverse=True))
+        k = int((t_of == t).nonzero())
+        eps_hat = (z_t - a_t * target) / s_t
+        one_jump = ddim.ddim_step(z_t, eps_hat, k, respaced, 0.0)[0]
+        assert int(t_of[k - 1]) == end
+    assert torch.allclose(one_jump, z_end, rtol=0, atol=1e-12), (one_jump - z_end).abs().max()
+
+    # and the target is the root of the jump's affine map x -> jump(x), found without its formula
+    at_zero = distill.ddim_jump(z_t, torch.zeros_like(z_t), t, end, SCHEDULE)
+    slope = distill.ddim_jump(z_t, torch.ones_like(z_t), t, end, SCHEDULE) - at_zero
+    assert torch.allclose(target, (z_end - at_zero) / slope, rtol=0, atol=1e-10)
+
+
+def test_a_student_that_predicts_the_target_samples_in_half_the_calls_what_the_teacher_does():
+    teacher = random_eps_network()
+    grid = distill.log_snr_grid(SCHEDULE, 8)
+    assert len(grid) == 9 and grid[0] == T and grid[-1] == 0
+    after = {grid[2 * k]: (grid[2 * k + 1], grid[2 * k + 2]) for k in range(4)}
+
+    def oracle_student(z, steps):
+        """eps whose x0_hat is the distillation target built from two teacher jumps."""
+        t = int(steps[0])
+        middle, end = after[t]
+        z_end = distill.sample(teacher, [t, middle, end], z, SCHEDULE)
+        target = distill.distillation_target(z, z_end, t, end, SCHEDULE)
+        alpha, sigma = distill.signal_and_noise(t, SCHEDULE, z)
+        return (z - alpha * target) / sigma, None
+
+    z_T = torch.randn(300, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    teacher_end = distill.sample(teacher, grid, z_T, SCHEDULE)
+    student_end = distill.sample(oracle_student, grid[::2], z_T, SCHEDULE)
+    assert torch.allclose(student_end, teacher_end, rtol=0, atol=1e-9), (student_end - teacher_end).abs().max()
+    # and one jump short of the grid would not do it
+    assert not torch.allclose(distill.sample(teacher, grid[:-1], z_T, SCHEDULE), teacher_end, atol=1e-3)
+
+
+def test_one_round_halves_the_jumps_and_lowers_the_students_loss():
+    small = {"hidden": 32, "depth": 2, "n_frequencies": 8}
+    teacher = random_eps_network(**small).float()
+    grid = distill.log_snr_grid(SCHEDULE, 8)
+    generator = torch.Generator().manual_seed(0)
+
+    def loss_of(student):
+        fixed = torch.Generator().manual_seed(123)
+        with torch.no_grad():
+            return distill.distillation_loss(student, teacher, roll.swiss_roll(4096, fixed), grid, fixed,
+                                             SCHEDULE).item()
+
+    before = loss_of(copy.deepcopy(teacher))
+    student, student_grid, losses = distill.distill_round(
+        teacher, grid, lambda: roll.swiss_roll(128, generator), iters=80, lr=1e-3,
+        generator=generator, schedule=SCHEDULE)
+    after = loss_of(student)
+    assert student_grid == grid[::2] and len(student_grid) - 1 == (len(grid) - 1) // 2
+    assert len(losses) == 80
+    assert after < 0.5 * before, f"the student's loss went from {before:.4f} to {after:.4f}"
+    # the teacher is left as it was
+    assert torch.equal(teacher.output.weight, random_eps_network(**small).float().output.weight)
+
+
+def test_truncated_snr_weight_makes_the_x0_loss_the_eps_loss_where_snr_is_above_one():
+    generator = torch.Generator().manual_seed(2)
+    x0, eps, error = (torch.randn(200, 2, generator=generator, dtype=torch.float64) for _ in range(3))
+    snr = torch.exp(common.log_snr(SCHEDULE))
+    for t in (2, 10, 20, 30, 40):
+        z_t = common.x_t_from_eps(x0, eps, t, SCHEDULE)
+        x0_error = (common.x0_from_eps(z_t, eps + error, t, SCHEDULE) - x0).square().sum(1)
+        weight = float(distill.truncated_snr_weight(t, SCHEDULE))
+        if snr[t] >= 1:
+            assert torch.allclose(weight * x0_error, error.square().sum(1), rtol=1e-9)
+        else:
+            assert weight == 1.0
+
+
+def test_log_snr_grid_halves_into_itself_and_spreads_evenly():
+    grid = distill.log_snr_grid(SCHEDULE, 32)
+    assert len(grid) == 33 and grid[0] == T and grid[-1] == 0 and min(grid[:-1]) >= 2
+    assert all(a > b for a, b in zip(grid, grid[1:]))
+    level = common.log_snr(SCHEDULE)[torch.tensor(grid[:-1])]
+    gaps = (level[:-1] - level[1:]).abs()   # one or two of the schedule's equal steps: as even as whole steps allow
+    one_step = float(common.log_snr(SCHEDULE)[1] - common.log_snr(SCHEDULE)[2])
+    assert float(gaps.max() - gaps.min()) <= one_step + 1e-9, gaps
+
+
+@pytest.mark.parametrize("which, command", [("--roll-checkpoint", "python scripts/05_ddpm.py"),
+                                            ("--digits-checkpoint", "python scripts/08_pictures.py")])
+def test_script_refuses_a_missing_checkpoint_in_one_line_naming_the_command(which, command, tmp_path, monkeypatch,
+                                                                             capsys, keep_process_settings):
+    from test_robustness import call_main, the_error_line
+    torch.manual_seed(0)
+    checkpoints.save_checkpoint(tmp_path / "ddpm.pt", ReverseModel(covariance="none"), SCHEDULE,
+                                argparse.Namespace(iters=1), 1)
+    paths = {"--roll-checkpoint": tmp_path / "ddpm.pt", "--digits-checkpoint": tmp_path / "unet.pt"}
+    paths[which] = tmp_path / "missing.pt"
+    code, _, err = call_main("14_one_step.py", ["--roll-checkpoint", paths["--roll-checkpoint"],
+                                                "--digits-checkpoint", paths["--digits-checkpoint"],
+                                                "--images", tmp_path, "--out-dir", tmp_path / "out"],
+                             monkeypatch, capsys)
+    line = the_error_line(err, which)
+    assert code != 0 and command in line and "missing.pt" in line, line
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
