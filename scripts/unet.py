@@ -21,6 +21,11 @@ The defaults build chapter 8's UNet, its parameters and outputs unchanged.
 
 With n_classes (chapter 9) a label embedding of n_classes + 1 rows is added to the time
 embedding; the last row, `null_label`, means "no label", which is also what label=None gives.
+
+With `text` (chapter 13: a dict of text_encoder.TextEncoder's arguments) the UNet holds a text
+encoder, and after every residual block a cross-attention block lets each pixel of the features
+look up the prompt's tokens (text_encoder.CrossAttention); forward then takes `tokens`, the
+prompt's ids. Without it (the default) nothing of this is built and the UNet is as before.
 """
 import torch
 from torch import nn
@@ -76,12 +81,12 @@ class UNet(nn.Module):
     (down8, to4, ...): they are the weights' names in its checkpoints."""
 
     def __init__(self, base_channels=32, n_classes=None, attention=False, time_dim=None,
-                 max_period=10_000.0, dropout=0.0, channels=1, size=8):
+                 max_period=10_000.0, dropout=0.0, channels=1, size=8, text=None):
         super().__init__()
         time_dim = time_dim or 4 * base_channels
         self.config = {"base_channels": base_channels, "n_classes": n_classes, "attention": attention,
                        "time_dim": time_dim, "max_period": max_period, "dropout": dropout,
-                       "channels": channels, "size": size}
+                       "channels": channels, "size": size, "text": text}
         c1, c2 = base_channels, 2 * base_channels
         self.time_mlp = nn.Sequential(nn.Linear(base_channels, time_dim), nn.SiLU(),
                                       nn.Linear(time_dim, time_dim))
@@ -101,6 +106,13 @@ class UNet(nn.Module):
         self.up8 = ResBlock(c2 + c1, c1, time_dim, dropout)                 # after 4 x 4 -> 8 x 8, + skip
         self.output_norm = nn.GroupNorm(GROUPS, c1)
         self.output = nn.Conv2d(c1, channels, 3, padding=1)
+        self.text_encoder = self.cross = None
+        if text is not None:
+            from text_encoder import CrossAttention, TextEncoder   # here: text_encoder uses GROUPS
+            self.text_encoder = TextEncoder(**text)
+            dim = self.text_encoder.token.embedding_dim
+            # one after each block, in forward's order: down8, down4, middle1, middle2, up4, up8
+            self.cross = nn.ModuleList(CrossAttention(c, dim) for c in (c1, c2, c2, c2, c2, c1))
         # Zero output: training starts from eps = 0 for every input, as chapter 2's network did.
         nn.init.zeros_(self.output.weight)
         nn.init.zeros_(self.output.bias)
@@ -118,10 +130,12 @@ class UNet(nn.Module):
             label = torch.full((batch,), self.null_label, dtype=torch.long, device=device)
         return code + self.label_embedding(torch.as_tensor(label, device=device).expand(batch))
 
-    def forward(self, x_t, t, label=None, record=None):
+    def forward(self, x_t, t, label=None, record=None, tokens=None, maps=None):
         """eps (n, channels, size, size) for x_t of that shape at steps t ((n,) or one number);
         label (n,) of 0..n_classes - 1 or null_label, or None. `record`, a list, receives
-        (stage, shape) pairs: the script prints them once so a reader sees the resolutions."""
+        (stage, shape) pairs: the script prints them once so a reader sees the resolutions.
+        tokens (n, L), a prompt's ids, for a UNet with text; `maps`, a list, then receives each
+        cross-attention block's weights (n, height, width, L)."""
         def seen(stage, h):
             if record is not None:
                 side = h.shape[-1]
@@ -132,16 +146,30 @@ class UNet(nn.Module):
             return nn.functional.interpolate(h, size=skip.shape[-2:], mode="nearest")
 
         code = self.embed(t, label, x_t.shape[0], x_t.device)
+        attend = self.reader(tokens, maps)
         seen("input x_t", x_t)
-        h8 = seen("{} block", self.down8(self.input(x_t), code))          # (n, c1, size, size)
-        h4 = seen("{} block", self.down4(self.to4(h8), code))             # (n, c2, size/2, size/2)
-        h = seen("{} block", self.middle1(self.to2(h4), code))            # (n, c2, size/4, size/4)
+        h8 = seen("{} block", attend(0, self.down8(self.input(x_t), code)))   # (n, c1, size, size)
+        h4 = seen("{} block", attend(1, self.down4(self.to4(h8), code)))      # (n, c2, size/2, size/2)
+        h = seen("{} block", attend(2, self.middle1(self.to2(h4), code)))     # (n, c2, size/4, size/4)
         if self.attention is not None:
             h = seen("{} attention", self.attention(h))
-        h = seen("{} block", self.middle2(h, code))
-        h = seen("{} block (with skip)", self.up4(torch.cat([up(h, h4), h4], dim=1), code))
-        h = seen("{} block (with skip)", self.up8(torch.cat([up(h, h8), h8], dim=1), code))
+        h = seen("{} block", attend(3, self.middle2(h, code)))
+        h = seen("{} block (with skip)", attend(4, self.up4(torch.cat([up(h, h4), h4], dim=1), code)))
+        h = seen("{} block (with skip)", attend(5, self.up8(torch.cat([up(h, h8), h8], dim=1), code)))
         return seen("output eps", self.output(nn.functional.silu(self.output_norm(h))))
+
+
+    def reader(self, tokens, maps):
+        """attend(i, h): h through cross-attention block i to the prompt's encoded tokens (the
+        encoder runs once per call of forward), or h itself for a UNet without text."""
+        if self.text_encoder is None:
+            if tokens is not None:
+                raise ValueError("this UNet has no text encoder (text=None): it takes no tokens")
+            return lambda i, h: h
+        if tokens is None:
+            raise ValueError("this UNet reads a prompt: give its tokens (the empty prompt for none)")
+        context, mask = self.text_encoder(tokens)                       # (n, L, dim), (n, L)
+        return lambda i, h: self.cross[i](h, context, mask, maps)
 
 
 def n_parameters(model):

@@ -271,3 +271,33 @@ def test_sdedit_from_data_keeps_the_data_law_at_every_strength(schedule):
         assert out.mean(0) == pytest.approx(mean.double(), abs=4 * math.sqrt(var / 4000))
         assert out.var(0) == pytest.approx(torch.full((2,), var).double(), rel=0.08)
         assert float((out - x0).norm(dim=1).mean()) > 0.1, "the edit moved the points"
+
+
+# --- the UNet with text ---------------------------------------------------------------------------
+
+def test_a_unet_with_text_starts_as_the_unet_without_and_then_reads_the_prompt():
+    from unet import UNet
+    text = {"vocabulary_size": len(prompts.VOCABULARY), "max_tokens": prompts.MAX_TOKENS, "dim": 16}
+    torch.manual_seed(14)
+    plain = UNet(16, channels=4, size=7)
+    reading = UNet(16, channels=4, size=7, text=text)
+    missing, unexpected = reading.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith(("text_encoder.", "cross.")) for k in missing)
+    torch.nn.init.normal_(reading.output.weight)
+    plain.output.weight.data.copy_(reading.output.weight.data)
+    x, t = torch.randn(3, 4, 7, 7), torch.tensor([3, 30, 300])
+    tokens = prompts.tokenize(["a seven", "a thin two slanted to the left", ""])
+    maps = []
+    with torch.no_grad():
+        assert torch.equal(reading(x, t, tokens=tokens, maps=maps), plain(x, t)), "zero cross-attention outputs"
+        assert [m.shape for m in maps] == [(3, 7, 7, 8), (3, 4, 4, 8), (3, 2, 2, 8), (3, 2, 2, 8), (3, 4, 4, 8), (3, 7, 7, 8)]
+        assert torch.allclose(maps[0].sum(-1), torch.ones(3, 7, 7)) and float(maps[0][2, ..., 1:].abs().max()) == 0.0
+        for block in reading.cross:
+            torch.nn.init.normal_(block.out.weight, std=0.1)
+        other = prompts.tokenize(["a thick seven", "a thin two slanted to the left", ""])
+        eps, eps_other = reading(x, t, tokens=tokens), reading(x, t, tokens=other)
+    assert not torch.allclose(eps[0], eps_other[0]) and torch.equal(eps[1:], eps_other[1:])
+    with pytest.raises(ValueError, match="takes no tokens"):
+        plain(x, t, tokens=tokens)
+    with pytest.raises(ValueError, match="reads a prompt"):
+        reading(x, t)
