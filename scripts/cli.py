@@ -48,6 +48,20 @@ def positive_float(text):
     return value
 
 
+def w_list(text):
+    """argparse type for --w: comma-separated guidance weights, each a finite number >= 0."""
+    values = []
+    for part in text.split(","):
+        try:
+            w = float(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers >= 0, got '{part}'")
+        if not (math.isfinite(w) and w >= 0):
+            raise argparse.ArgumentTypeError(f"each w must be a finite number >= 0, got '{part}'")
+        values.append(w)
+    return values
+
+
 def add_standard_args(parser, seed=0):
     """The options every chapter has: --seed, --device and --images (where figures go)."""
     parser.add_argument("--seed", type=seed_int, default=seed, help="random seed (default: %(default)s)")

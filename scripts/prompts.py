@@ -132,10 +132,17 @@ def tokenize(texts):
     return tokens
 
 
+def every_prompt():
+    """(label, thickness, slant) of the 160 prompts that name a digit, tensors (160,), in the
+    order of every_sentence() (after its empty prompt)."""
+    grid = torch.meshgrid(torch.arange(len(DIGIT_WORDS)), torch.arange(NOT_ASKED, 3), torch.arange(NOT_ASKED, 3),
+                          indexing="ij")
+    return tuple(a.flatten() for a in grid)
+
+
 def every_sentence():
     """Every prompt the template can write, the empty one first: 1 + 10 x 4 x 4 = 161."""
-    options = range(NOT_ASKED, 3)
-    return [""] + [sentence(c, th, sl) for c in range(len(DIGIT_WORDS)) for th in options for sl in options]
+    return [""] + [sentence(*map(int, asked)) for asked in zip(*every_prompt())]
 
 
 TOKEN_TABLE = tokenize(every_sentence())      # the rows tokens_for looks up

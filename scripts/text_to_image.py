@@ -3,8 +3,8 @@ prompt, image to image (SDEdit), and the scores of whether a sample obeys its pr
 
 Networks here are eps-networks that read a prompt: `network(x_t, t, tokens=tokens)` with token ids
 (n, prompts.MAX_TOKENS), the empty prompt (prompts.tokens_for(NOT_ASKED, ...)) playing the part
-that "no label" played in chapter 9. The samplers take chapter 6's form: a function of flat points
-(n, d) returning (eps, None), such as a UNet behind `eps_network`.
+that "no label" played in chapter 9. The samplers are chapter 12's deterministic chains (ddim.deterministic_chain), on images of
+any shape.
 """
 import numpy as np
 import torch
@@ -30,27 +30,20 @@ def prompted(network, tokens, w, negative=None):
     return guidance.guided(lambda x_t, t, p: network(x_t, t, tokens=p), tokens, w, negative=negative)
 
 
-def start_step(t_of, strength, T):
-    """The respaced step SDEdit starts from: the last k whose original step t_of[k] is at most
-    strength * T (0 when no step is: nothing to do, the source is returned)."""
-    return int((t_of <= strength * T + 1e-9).nonzero().max())
-
-
-@torch.no_grad()
-def sdedit(network, x0, strength, schedule, steps, generator=None, spacing="t"):
-    """Image to image (SDEdit, Meng et al. 2022): noise the source x0 (n, d) along the forward
-    chain to step t_0 = strength * T, x_t0 = sqrt(alpha_bar_t0) x0 + sqrt(1 - alpha_bar_t0) z, and
-    run DDIM (eta = 0) from there to 0 on the `steps`-step sub-sequence, i.e. the last
-    steps x strength of its steps. Strength 1 is the ordinary sampler from (almost) pure noise,
-    strength -> 0 returns the source. `network` takes flat points: (x_t (n, d), t) -> (eps, None)."""
-    respaced, t_of = ddim.respace(schedule, ddim.sub_sequence(schedule, steps, spacing))
-    k0 = start_step(t_of, strength, schedule.T)
-    if k0 == 0:
+def sdedit(eps_at, x0, strength, schedule, steps, generator=None, solver="ddim"):
+    """Image to image (SDEdit, Meng et al. 2022): noise the source x0 along the forward chain to
+    step t0 = strength * T, x_t0 = sqrt(alpha_bar_t0) x0 + sqrt(1 - alpha_bar_t0) z, then run the
+    ordinary deterministic chain (ddim.deterministic_chain) from there: the same chain on the
+    schedule cut at t0 (its steps 1..t0 are the original ones), with steps x strength of its
+    steps. Strength 1 is the ordinary sampler from (almost) pure noise; below 2 / T the source
+    comes back untouched. eps_at(x, t) answers for original step t (a number)."""
+    t0 = round(strength * schedule.T)
+    if t0 < 2:
         return x0.clone()
     z = torch.randn(x0.shape, generator=generator).to(x0.device)
-    x_start = common.x_t_from_eps(x0, z, k0, respaced)     # respaced alpha_bar'_k0 = alpha_bar_{t_of[k0]}
-    reverse = ddim.ddim_reverse(ddim.on_respaced_steps(network, t_of), respaced, 0.0)
-    return common.sample_chain(reverse, len(x0), k0, generator, x0.device, d=x0.shape[1], x_T=x_start)[0]
+    x_t0 = common.x_t_from_eps(x0, z, t0, schedule)
+    cut = common.schedule_from_beta(schedule.beta[:t0 + 1])
+    return ddim.deterministic_chain(eps_at, x_t0, cut, min(t0, max(2, round(steps * strength))), solver)
 
 
 # --- does a sample obey its prompt? -----------------------------------------------------------
