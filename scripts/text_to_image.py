@@ -69,6 +69,9 @@ def obedience(levels, asked, predicted, thickness_cuts, slant_cuts):
 
 def within_prompt_diversity(levels, asked):
     """The mean distance (in grey levels) between two samples of the same prompt, averaged over
-    the prompts (chapter 9's within_class_spread with the prompt as the class)."""
-    return guidance.within_class_spread(torch.as_tensor(np.asarray(levels)).double(),
-                                        torch.as_tensor(prompts.table_row(*(np.asarray(a) for a in asked))))
+    the prompts (chapter 9's within_class_spread with the prompt as the class); NaN when no
+    prompt has two samples."""
+    prompt = prompts.table_row(*(np.asarray(a) for a in asked))
+    if np.bincount(prompt).max() < 2:
+        return float("nan")
+    return guidance.within_class_spread(torch.as_tensor(np.asarray(levels)).double(), torch.as_tensor(prompt))

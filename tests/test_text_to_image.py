@@ -300,3 +300,20 @@ def test_a_unet_with_text_starts_as_the_unet_without_and_then_reads_the_prompt()
         plain(x, t, tokens=tokens)
     with pytest.raises(ValueError, match="reads a prompt"):
         reading(x, t)
+
+
+# --- the chapter script -----------------------------------------------------------------------------
+
+def test_the_chapter_refuses_a_missing_checkpoint_in_one_line_naming_the_command(start_script, tmp_path):
+    common_args = ["--images", tmp_path, "--out", tmp_path / "p.npz", "--device", "cpu"]
+    no_autoencoder = start_script("13_text_to_image.py", "--autoencoder", tmp_path / "missing.pt",
+                                  "--checkpoint", tmp_path / "c.pt", *common_args)
+    import autoencoder
+    autoencoder.save(tmp_path / "ae.pt", autoencoder.Autoencoder(width=8), 1.0)
+    no_unet = start_script("13_text_to_image.py", "--autoencoder", tmp_path / "ae.pt", "--reuse",
+                           "--checkpoint", tmp_path / "missing_unet.pt", *common_args)
+    for run, command in ((no_autoencoder.wait(), "python scripts/12_latent_space.py"),
+                         (no_unet.wait(), "without --reuse")):
+        lines = run.stderr.strip().splitlines()
+        assert run.returncode == 1 and len(lines) == 1 and command in lines[0], run.stderr
+    assert not (tmp_path / "p.npz").exists()
