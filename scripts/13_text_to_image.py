@@ -129,6 +129,8 @@ def load_model(parser, path, device):
             raise checkpoints.CheckpointError(f"{path} is not a UNet with text of this chapter: {retrain}")
         model = UNet(**saved["config"])
         model.load_state_dict(saved["state"])
+    except (KeyError, TypeError, RuntimeError) as error:
+        parser.exit(1, f"error: {path} holds a UNet of another shape ({type(error).__name__}): {retrain}\n")
     except checkpoints.CheckpointError as error:
         parser.exit(1, f"error: {error}\n")
     print(f"reusing the UNet with text in {path} ({saved['iters']} iterations)")
@@ -173,7 +175,7 @@ def guidance_sweep(args, model, latents, cuts, split, classifier, schedule):
         thickness=np.tile(asked[1].numpy(), len(args.w)), slant=np.tile(asked[2].numpy(), len(args.w)),
         w=np.repeat(np.asarray(args.w, dtype=np.float64), n)))
     print(f"samples and their prompts written to {args.out}")
-    return dict(zip(args.w, samples))
+    return dict(zip(args.w, samples)), max(zip(args.w, rows), key=lambda pair: pair[1]["both"])[0]
 
 
 def negative_prompts(args, model, latents, schedule):
@@ -225,7 +227,7 @@ def from_here_to_stable_diffusion(args, model, scale, best_w):
              f"trained here, {n_parameters(model.text_encoder):,}; {prompts.MAX_TOKENS} tokens x {TEXT['dim']}"),
             ("vocabulary", "49,408 byte-pair tokens", f"{len(prompts.VOCABULARY) - 2} words"),
             ("chain", "T = 1000, scaled linear beta", f"T = {T}, {SHAPE} path"),
-            ("guidance", "s = 7.5, 50 PNDM/DDIM steps", f"best s = {1 + best_w:g}, {args.steps} {SOLVER.upper()} steps")]
+            ("guidance", "s = 7.5, 50 PNDM/DDIM steps", f"s = {1 + best_w:g} (the most prompts obeyed), {args.steps} {SOLVER.upper()} steps")]
     print("from here to Stable Diffusion v1:")
     for part, theirs, ours in rows:
         print(f"  {part:12s}  {theirs:42s}  here: {ours}")
@@ -317,15 +319,16 @@ def main():
     else:
         model = train_with_prompts(parser, args, z0, torch.as_tensor(split[1]), thirds, schedule, device, generator)
         save_model(args.checkpoint, model, args)
+    torch.manual_seed(args.seed)   # the classifier starts from the same weights, trained here or --reuse
     classifier = mnist_scores.fit_classifier(split[0], split[1], torch.Generator().manual_seed(args.seed), device=device)
 
-    swept = guidance_sweep(args, model, latents, cuts, split, classifier, schedule)
+    swept, best_w = guidance_sweep(args, model, latents, cuts, split, classifier, schedule)
     negative_prompts(args, model, latents, schedule)
     source, asked, edited = image_to_image(args, model, latents, cuts, split, classifier, schedule, device)
     draw_prompts_figure(args, swept)
     draw_image_to_image_figure(args, source, asked, edited)
     draw_attention_figure(args, model, latents, schedule)
-    from_here_to_stable_diffusion(args, model, scale, W_SHOWN)
+    from_here_to_stable_diffusion(args, model, scale, best_w)
     print(f"figures written to {args.images}; {time.perf_counter() - began:.0f} s in all")
 
 
