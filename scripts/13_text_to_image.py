@@ -218,9 +218,9 @@ def image_to_image(args, model, latents, cuts, split, classifier, schedule, devi
     return source, asked, edited
 
 
-def from_here_to_stable_diffusion(args, model, scale, best_w):
+def from_here_to_stable_diffusion(args, model, latents, best_w):
     """Our number beside Stable Diffusion v1's for each part (README "From here to Stable Diffusion")."""
-    rows = [("autoencoder", "8x down, 4 channels, scale 0.18215", f"4x down, 4 channels, scale {scale:.3f}"),
+    rows = [("autoencoder", "8x down, 4 channels, scale 0.18215", f"4x down, {latents[0].config['latent_channels']} channels, scale {latents[1]:.3f}"),
             ("denoiser", "UNet, 860M parameters, cross-attention", f"UNet, {n_parameters(model):,} parameters, "
                                                                  f"cross-attention after {len(model.cross)} blocks"),
             ("text encoder", "CLIP ViT-L/14, frozen, 123M; 77 tokens x 768",
@@ -328,7 +328,7 @@ def main():
     draw_prompts_figure(args, swept)
     draw_image_to_image_figure(args, source, asked, edited)
     draw_attention_figure(args, model, latents, schedule)
-    from_here_to_stable_diffusion(args, model, scale, best_w)
+    from_here_to_stable_diffusion(args, model, latents, best_w)
     print(f"figures written to {args.images}; {time.perf_counter() - began:.0f} s in all")
 
 
