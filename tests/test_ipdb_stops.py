@@ -27,6 +27,7 @@ TINY = {  # each chapter on settings that reach every stop in a second or two
     "02_reverse_model.py": [],
     "03_train.py": ["--iters", "2", "--batch-size", "64"],
     "04_sample.py": ["--n-samples", "50"],
+    "12_latent_space.py": ["--classifier-iters", "2", "--ae-iters", "2", "--latent-iters", "2"],
     "13_text_to_image.py": ["--iters", "2", "--batch-size", "8"],
 }
 
@@ -45,6 +46,8 @@ def run_to_stop(script, path, line, expression, tmp_path, monkeypatch):
         checkpoints.save_checkpoint(tmp_path / "model.pt", ReverseModel(), common.make_schedule(),
                                  argparse.Namespace(iters=1), 1)
         args += ["--checkpoint", str(tmp_path / "model.pt"), "--out", str(tmp_path / "samples.npy")]
+    if script == "12_latent_space.py":
+        args += ["--out", str(tmp_path / "latent")]
     if script == "13_text_to_image.py":   # a tiny untrained autoencoder in place of chapter 12's
         import autoencoder
         torch.manual_seed(0)
