@@ -244,8 +244,10 @@ def draw_prompts_figure(args, swept):
     for ax, (w, levels) in zip(np.atleast_1d(axes), swept.items()):
         shown = levels.reshape(args.repeats, 160, 28, 28)[:, rows].transpose(1, 0, 2, 3)
         figures.show_digits(ax, shown, args.repeats, f"w = {w:g} (s = {1 + w:g})", 0, 255, side=28)
-    fig.text(0.01, 0.5, "\n\n".join(prompts.sentence(*p) for p in SHOWN_PROMPTS), va="center", fontsize=8)
-    fig.subplots_adjust(left=0.2)
+    first = np.atleast_1d(axes)[0]                                    # each row named by its prompt
+    first.set_yticks([15 + 29 * r for r in range(len(SHOWN_PROMPTS))],
+                     [prompts.sentence(*p) for p in SHOWN_PROMPTS], fontsize=8)
+    fig.subplots_adjust(left=0.22)
     figures.save_figure(fig, args.images / "13_prompts.png")
 
 
