@@ -1,6 +1,7 @@
 """Fewer steps (README, chapter 6): a shorter chain along a sub-sequence of the steps, DDIM's
 step, deterministic (eta = 0) or not, and Heun's second-order step, all with the same trained
-eps-network.
+eps-network; and DPM-Solver++(2M) (README, chapter 12), the multistep sampler Stable Diffusion's
+users pick, with a deterministic chain for images of any shape.
 """
 import torch
 
@@ -56,15 +57,19 @@ def ddim_sigma(t, schedule, eta):
     return eta * torch.sqrt((1.0 - alpha_bar_s) / (1.0 - alpha_bar_t) * (1.0 - alpha_bar_t / alpha_bar_s))
 
 
+def ddim_mean(x_t, eps, t, schedule, eta=0.0):
+    """The mean of DDIM's step from t to s = t - 1 given the noise estimate eps:
+    sqrt(alpha_bar_s) x0_hat + sqrt(1 - alpha_bar_s - sigma^2) eps, x0_hat = common.x0_from_eps(x_t, eps, t),
+    sigma = ddim_sigma(t, schedule, eta). For points (n, d), or for images of any shape when t is a number."""
+    alpha_bar_s = common.at(schedule.alpha_bar, t - 1)
+    direction = torch.sqrt((1.0 - alpha_bar_s - ddim_sigma(t, schedule, eta) ** 2).clamp_min(0.0))
+    return torch.sqrt(alpha_bar_s).to(x_t) * common.x0_from_eps(x_t, eps, t, schedule) + direction.to(x_t) * eps
+
+
 def ddim_step(x_t, eps, t, schedule, eta):
     """DDIM's step from t to s = t - 1 given the noise estimate eps, as a Gaussian (mean, covariance):
-    x_s = sqrt(alpha_bar_s) x0_hat + sqrt(1 - alpha_bar_s - sigma^2) eps + sigma z,
-    x0_hat = common.x0_from_eps(x_t, eps, t), sigma = ddim_sigma(t, schedule, eta)."""
-    alpha_bar_s = common.at(schedule.alpha_bar, t - 1)
-    sigma = ddim_sigma(t, schedule, eta)
-    direction = torch.sqrt((1.0 - alpha_bar_s - sigma ** 2).clamp_min(0.0))
-    mean = torch.sqrt(alpha_bar_s).to(x_t) * common.x0_from_eps(x_t, eps, t, schedule) + direction.to(x_t) * eps
-    return mean, common.identity_times(sigma ** 2, x_t)
+    x_s = ddim_mean(x_t, eps, t) + sigma z, sigma = ddim_sigma(t, schedule, eta)."""
+    return ddim_mean(x_t, eps, t, schedule, eta), common.identity_times(ddim_sigma(t, schedule, eta) ** 2, x_t)
 
 
 def heun_step(x_t, eps_at, t, schedule):
@@ -129,3 +134,51 @@ def steps_for_calls(name, calls, T):
     possible = range(2, T + 1)
     chosen = [min(possible, key=lambda steps: (abs(network_calls(name, steps) - c), steps)) for c in calls]
     return sorted(set(chosen), key=chosen.index)
+
+
+SOLVERS = ("ddim", "dpm++2m")   # the deterministic chains of images (chapter 12)
+
+
+def dpm_solver_step(x_t, x0_hat, t, schedule, previous=None):
+    """DPM-Solver++(2M)'s step from t to s = t - 1 (Lu et al. 2022, Algorithm 2), in the half
+    log-SNR lambda = log(alpha / sigma), alpha = sqrt(alpha_bar), sigma = sqrt(1 - alpha_bar):
+        x_s = (sigma_s / sigma_t) x_t + alpha_s (1 - e^{-h}) D,   h = lambda_s - lambda_t,
+    the probability-flow ODE solved exactly for an x0-prediction held at D over the step. D is
+    x0_hat at the first step (which makes it DDIM's step); after it, `previous` = the x0_hat of
+    step t + 1, and D = (1 + 1/(2r)) x0_hat - 1/(2r) previous, r = (lambda_t - lambda_{t+1}) / h,
+    the line through the last two predictions evaluated half-way: second order, one network call."""
+    half_log_snr = 0.5 * common.log_snr(schedule)
+    h = half_log_snr[t - 1] - half_log_snr[t]
+    if previous is None:
+        D = x0_hat
+    else:
+        r = float((half_log_snr[t] - half_log_snr[t + 1]) / h)
+        D = (1.0 + 0.5 / r) * x0_hat - (0.5 / r) * previous
+    alpha_bar_t, alpha_bar_s = schedule.alpha_bar[t], schedule.alpha_bar[t - 1]
+    ratio = float(torch.sqrt((1.0 - alpha_bar_s) / (1.0 - alpha_bar_t)))
+    return ratio * x_t + float(torch.sqrt(alpha_bar_s) * -torch.expm1(-h)) * D
+
+
+@torch.no_grad()
+def deterministic_chain(eps_at, x_T, schedule, steps, solver="ddim", record=None):
+    """x0 from x_T along `steps` steps spread evenly in log SNR (sub_sequence, respace), without
+    noise: DDIM's step (eta = 0) or DPM-Solver++(2M)'s for t >= 2, eq. 44's kernel's mean into
+    t = 0, as ddim_reverse does. For images of any shape: eps_at(x, t) answers for original step t
+    (a number). `record`, a list, receives x after every step."""
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
+    respaced, t_of = respace(schedule, sub_sequence(schedule, steps, "log_snr"))
+    x, previous = x_T, None
+    for k in range(respaced.T, 1, -1):
+        eps = eps_at(x, int(t_of[k]))
+        if solver == "ddim":
+            x = ddim_mean(x, eps, k, respaced)
+        else:
+            x0_hat = common.x0_from_eps(x, eps, k, respaced)
+            x, previous = dpm_solver_step(x, x0_hat, k, respaced, previous), x0_hat
+        if record is not None:
+            record.append(x)
+    x = common.q_step(x, 1, respaced)[0]
+    if record is not None:
+        record.append(x)
+    return x

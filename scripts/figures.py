@@ -31,15 +31,15 @@ def plot_points(ax, x, title):
     ax.set_title(title)
 
 
-def show_digits(ax, images, columns, title="", low=0.0, high=16.0):
-    """8 x 8 images (n, 8, 8), grey from low (white) to high (black), as one grid with a white
-    line between them; an entry np.nan is drawn blank."""
-    images = np.asarray(images, dtype=np.float64).reshape(-1, 8, 8)
-    rows = math.ceil(len(images) / columns)
-    grid = np.full((rows * 9 + 1, columns * 9 + 1), np.nan)
+def show_digits(ax, images, columns, title="", low=0.0, high=16.0, side=8):
+    """Square images (n, side, side), 8 x 8 unless said, grey from low (white) to high (black), as
+    one grid with a white line between them; an entry np.nan is drawn blank."""
+    images = np.asarray(images, dtype=np.float64).reshape(-1, side, side)
+    rows, cell = math.ceil(len(images) / columns), side + 1
+    grid = np.full((rows * cell + 1, columns * cell + 1), np.nan)
     for k, image in enumerate(images):
         r, c = divmod(k, columns)
-        grid[1 + r * 9:(r + 1) * 9, 1 + c * 9:(c + 1) * 9] = image
+        grid[1 + r * cell:(r + 1) * cell, 1 + c * cell:(c + 1) * cell] = image
     cmap = plt.get_cmap("gray_r").copy()
     cmap.set_bad("white")
     ax.imshow(grid, cmap=cmap, vmin=low, vmax=high, interpolation="nearest")

@@ -53,17 +53,19 @@ def w_from_scale(s):
     return s - 1.0
 
 
-def guided(network, label, w, null_label=None):
+def guided(network, label, w, null_label=None, negative=None):
     """The conditional network guided with weight w, as an eps-function (x_t, t) -> eps~ for a
     batch asking for `label` (n,). The conditional and unconditional calls share one forward
-    pass on a batch of 2n; w = 0 needs only the conditional one, so it is exactly that network."""
-    null_label = network.null_label if null_label is None else null_label
+    pass on a batch of 2n; w = 0 needs only the conditional one, so it is exactly that network.
+    `negative`, a batch like `label`, takes the place of "no label" in the second call: chapter
+    13's negative prompt (its prompts are token ids (n, L) where labels are (n,))."""
+    if negative is None:
+        negative = torch.full_like(label, network.null_label if null_label is None else null_label)
 
     def eps_at(x_t, t):
         if w == 0:
             return network(x_t, t, label)
-        both = network(torch.cat([x_t, x_t]), torch.cat([t, t]),
-                       torch.cat([label, torch.full_like(label, null_label)]))
+        both = network(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([label, negative]))
         eps_cond, eps_uncond = both.chunk(2)
         return guided_eps(eps_cond, eps_uncond, w)
 

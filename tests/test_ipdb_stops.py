@@ -36,6 +36,8 @@ TINY = {  # each chapter on settings that reach every stop in a second or two
                               "--exact-points", "2", "--iw-trajectories", "2", "--calls", "1", "--n-samples", "50",
                               "--moment-points", "100"],
     "14_one_step.py": ["--teacher-calls", "4", "--roll-iters", "2", "--n-samples", "50", "--digits-iters", "0"],
+    "12_latent_space.py": ["--classifier-iters", "2", "--ae-iters", "2", "--latent-iters", "2"],
+    "13_text_to_image.py": ["--iters", "2", "--batch-size", "8"],
 }
 
 
@@ -73,6 +75,14 @@ def run_to_stop(script, path, line, expression, tmp_path, monkeypatch):
         checkpoints.save_checkpoint(tmp_path / "ddpm.pt", ReverseModel(covariance="none"), common.make_schedule(),
                                     argparse.Namespace(iters=1), 1)
         args += ["--roll-checkpoint", str(tmp_path / "ddpm.pt"), "--out-dir", str(tmp_path / "one_step")]
+    if script == "12_latent_space.py":
+        args += ["--out", str(tmp_path / "latent")]
+    if script == "13_text_to_image.py":   # a tiny untrained autoencoder in place of chapter 12's
+        import autoencoder
+        torch.manual_seed(0)
+        autoencoder.save(tmp_path / "autoencoder.pt", autoencoder.Autoencoder(width=8), 1.0)
+        args += ["--autoencoder", str(tmp_path / "autoencoder.pt"), "--checkpoint", str(tmp_path / "text_unet.pt"),
+                 "--out", str(tmp_path / "prompted.npz")]
     monkeypatch.setattr(sys, "argv", [script, *args])
     seen = {}
 

@@ -56,10 +56,12 @@ def test_readme_has_no_unfilled_placeholders():
 
 def test_every_function_the_readme_names_exists():
     """Each `module.x` in the README, for every module of scripts/ (common, roll, model, cli, checkpoints, runs, figures,
-    ddpm, ddim, likelihood, linalg, digits, unet, pictures, guidance, continuous, distill), names something
-    that module defines, so a reader who looks a formula's function up finds it."""
+    ddpm, ddim, likelihood, linalg, digits, unet, pictures, guidance, continuous, distill, mnist, …: every
+    module of scripts/ that is not a chapter), names something that module defines, so a reader who looks a
+    formula's function up finds it."""
     import importlib
-    named = {(module, name) for module, name in re.findall(r"`(common|roll|model|cli|checkpoints|runs|figures|ddpm|ddim|likelihood|linalg|digits|unet|pictures|guidance|continuous|distill)\.(\w+)", README)
+    modules = "|".join(sorted((p.stem for p in (ROOT / "scripts").glob("*.py") if not p.stem[0].isdigit()), key=len, reverse=True))
+    named = {(module, name) for module, name in re.findall(rf"`({modules})\.(\w+)", README)
              if name != "py"}   # `common.py:195` is a file, not a name
     assert len(named) > 20, f"the README names only {len(named)} functions"
     missing = sorted(f"{module}.{name}" for module, name in named

@@ -123,3 +123,23 @@ def test_wrong_checkpoints_are_refused_in_one_line(tmp_path):
         assert words in message and "\n" not in message and "08_pictures.py" in message, message
     checkpoints.load_unet_checkpoint(plain, conditional=False)
     checkpoints.load_unet_checkpoint(labelled)
+
+
+def test_the_default_is_chapter_8s_unet_and_other_sizes_keep_their_shape():
+    """UNet() has the 493,089 parameters chapter 8's printout reports, and a checkpoint's config
+    without the new arguments builds it; with channels and size the same module takes 28 x 28
+    pixels (28 -> 14 -> 7) and 4 x 7 x 7 latents (7 -> 4 -> 2, each way up resized to the skip's
+    size), eps the shape of x_t, with the same names and count of weights but the first and last
+    convolutions'."""
+    default = UNet()
+    assert sum(p.numel() for p in default.parameters()) == 493_089
+    old_config = {k: v for k, v in default.config.items() if k not in ("channels", "size")}
+    assert UNet(**old_config).config == default.config
+    for channels, size, sides in [(1, 28, [28, 28, 14, 7, 7, 14, 28, 28]), (4, 7, [7, 7, 4, 2, 2, 4, 7, 7])]:
+        model = perturbed(UNet(base_channels=8, channels=channels, size=size))
+        record = []
+        eps = model(torch.randn(3, channels, size, size), torch.tensor([2, 50, 900]), record=record)
+        assert eps.shape == (3, channels, size, size)
+        assert [shape[-1] for _, shape in record] == sides, record
+        assert record[1][0] == f"{size}x{size} block", record
+        assert default.state_dict().keys() == model.state_dict().keys()
