@@ -27,6 +27,8 @@ TINY = {  # each chapter on settings that reach every stop in a second or two
     "02_reverse_model.py": [],
     "03_train.py": ["--iters", "2", "--batch-size", "64"],
     "04_sample.py": ["--n-samples", "50"],
+    "08_pictures.py": ["--iters", "2", "--batch-size", "16", "--base-channels", "8", "--T", "12", "--n-samples", "20",
+                       "--n-moments", "10", "--n-bound", "5"],
 }
 
 
@@ -44,6 +46,8 @@ def run_to_stop(script, path, line, expression, tmp_path, monkeypatch):
         checkpoints.save_checkpoint(tmp_path / "model.pt", ReverseModel(), common.make_schedule(),
                                  argparse.Namespace(iters=1), 1)
         args += ["--checkpoint", str(tmp_path / "model.pt"), "--out", str(tmp_path / "samples.npy")]
+    if script == "08_pictures.py":
+        args += ["--checkpoint", str(tmp_path / "unet.pt"), "--samples", str(tmp_path / "samples.npy")]
     monkeypatch.setattr(sys, "argv", [script, *args])
     seen = {}
 
