@@ -33,7 +33,7 @@ from unet import UNet, n_parameters
 
 # The schedule (README chapter 8, "The schedule"; measured in docs/chapter8.md).
 T = 200                   # steps: more than the roll's 40, as 64 pixels have more to undo
-BETA_1 = 1e-3             # first step's noise, std 0.032: a quarter of a bin (2/17 wide), measured in docs/chapter8.md
+BETA_1 = 1e-2             # first step's noise, std 0.1: most of a bin (2/17 wide), the decoder's to resolve (docs/chapter8.md)
 LOG_SNR_T = -8.3          # x_T keeps alpha_bar_T = 2.5e-4 of the signal: 64 pixels make x_T noise later than 2 coordinates
 SCHEDULE_SHAPE = "cosine"  # improved DDPM's path between the two ends (docs/chapter8.md)
 # Training (Algorithm 1).
