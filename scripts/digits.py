@@ -1,8 +1,8 @@
 """The handwritten digits of chapters 8 and 9: real 8 x 8 images that ship inside scikit-learn,
 so nothing is downloaded. README chapter 8, "The data".
 
-`sklearn.datasets.load_digits()` holds 1,797 digits written by 43 people (the UCI optical
-recognition set): each pixel counts the set pixels of a 4 x 4 block of a 32 x 32 bitmap, so it
+`sklearn.datasets.load_digits()` holds 1,797 digits, the test part of the UCI optical
+recognition set, written by 13 people: each pixel counts the set pixels of a 4 x 4 block of a 32 x 32 bitmap, so it
 takes one of LEVELS = 17 grey levels 0..16. The split below is fixed once (stratified by label,
 its seed named here), so every chapter and test scores on the same held-out digits.
 
@@ -18,8 +18,11 @@ What samples are worth (README chapter 8, "Samples and what they are worth"), al
 - a digit classifier fitted to the training split alone: the share of samples it calls with
   confidence above CONFIDENT, beside the held-out digits' own share, and its predicted-class
   counts against uniform (a chi-square test: the data are about 10% of each digit);
-- a classifier two-sample test (Lopez-Paz & Oquab, 2017): the cross-validated accuracy of a
-  classifier asked to tell two sets of images apart, 0.5 when it cannot;
+- a classifier two-sample test (Lopez-Paz & Oquab, 2017; two_sample.py): the cross-validated
+  accuracy of gradient boosting asked to tell the samples from as many real digits, 0.5 when it
+  cannot, calibrated by real against real and a known-defective set against real;
+- the level histogram: the share of all pixels at each of the 17 levels, against the real
+  digits', and its largest gap in percentage points (a haze or pale strokes show here first);
 - memorisation: each sample's nearest training digit; a sample whose every pixel is within
   COPY_LEVELS of a training digit's is a copy (held-out digits are 3 levels or more from every
   training digit somewhere, so no real digit is called a copy).
@@ -30,8 +33,10 @@ import numpy as np
 import scipy.stats
 import torch
 from sklearn.datasets import load_digits
-from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test_split
+from sklearn.model_selection import train_test_split
 from sklearn.svm import SVC
+
+import two_sample
 
 LEVELS = 17          # grey levels 0..16
 SIDE = 8             # images are SIDE x SIDE
@@ -40,7 +45,6 @@ N_HELDOUT = 297      # held-out digits (the rest, 1,500, train)
 SPLIT_SEED = 0       # the split's own seed: change it and every number of chapters 8-9 moves
 CONFIDENT = 0.9      # a classifier's probability above which a digit counts as clearly drawn
 COPY_LEVELS = 1      # a copy: every pixel within this many levels of one training digit
-FOLDS = 5            # cross-validation folds of the two-sample test
 
 
 def load_split():
@@ -118,18 +122,35 @@ def class_counts(predicted, n_classes=10):
     return counts, float(scipy.stats.chisquare(counts).pvalue)
 
 
-def two_sample_accuracy(levels_a, levels_b, seed=0):
-    """The classifier two-sample test: the same number of images from each set (the smaller
-    set's size, drawn at random from the larger), each labelled by its set, and the mean accuracy
-    over FOLDS stratified folds of a classifier trained to tell them apart. 0.5: it cannot; a
-    chance accuracy has standard deviation about 0.5 / sqrt(2 n)."""
+def real_digits(split):
+    """All 1,797 real digits, training and held-out: the two-sample test's reference set."""
+    return np.concatenate([split[0], split[2]])
+
+
+def two_sample_accuracy(levels, real, seed=0):
+    """The strong two-sample test (two_sample.py) of images of levels against real digits, on as
+    many of each as the smaller set holds: 0.5 when it cannot tell them apart."""
+    return two_sample.two_sample_accuracy(levels, real, top=LEVELS - 1, seed=seed)
+
+
+def level_shares(levels):
+    """The share of all pixels at each level 0..16: a (17,) array summing to 1."""
+    return np.bincount(np.asarray(levels).ravel(), minlength=LEVELS) / np.asarray(levels).size
+
+
+def level_gap(levels, real):
+    """(gap, level): the largest difference between the level histograms of `levels` and `real`,
+    in percentage points, and the level where it is (positive: too many pixels there)."""
+    difference = 100.0 * (level_shares(levels) - level_shares(real))
+    level = int(np.abs(difference).argmax())
+    return float(difference[level]), level
+
+
+def defective(levels, seed=0):
+    """A known-worse set for calibrating the test: every pixel moved one level up or down at
+    random (clipped to 0..16), a defect an eye barely sees on an 8 x 8 digit."""
     rng = np.random.default_rng(seed)
-    n = min(len(levels_a), len(levels_b))
-    a = features(levels_a)[rng.permutation(len(levels_a))[:n]]
-    b = features(levels_b)[rng.permutation(len(levels_b))[:n]]
-    x, y = np.concatenate([a, b]), np.repeat([0, 1], n)
-    folds = StratifiedKFold(FOLDS, shuffle=True, random_state=seed)
-    return float(cross_val_score(SVC(), x, y, cv=folds).mean())
+    return np.clip(np.asarray(levels) + rng.choice([-1, 1], size=np.shape(levels)), 0, LEVELS - 1)
 
 
 def nearest_training(levels, train_levels):
@@ -144,21 +165,29 @@ def nearest_training(levels, train_levels):
 
 def score_samples(levels, split, classifier, seed=0, against=None):
     """Every sample score of chapters 8-9 for images of levels (n, 8, 8), as a dict: confident
-    (share above CONFIDENT), counts and counts_p (against uniform), two_sample (against
-    `against`, by default the held-out digits), copies (share within COPY_LEVELS of a training
-    digit) and nearest_distance (median distance to the nearest training digit). `split` is
-    load_split()'s tuple, classifier fit_digit_classifier's."""
+    (share above CONFIDENT), counts and counts_p (against uniform), two_sample and level_gap
+    (against `against`, by default all real digits, real_digits), copies (share within
+    COPY_LEVELS of a training digit) and nearest_distance (median distance to the nearest training
+    digit). `split` is load_split()'s tuple, classifier fit_digit_classifier's."""
     train_x, _, heldout_x, _ = split
+    real = real_digits(split) if against is None else against
     confident, predicted = confident_share(classifier, levels)
     counts, counts_p = class_counts(predicted)
     _, distance, gap = nearest_training(levels, train_x)
     return {"confident": confident, "counts": counts, "counts_p": counts_p,
-            "two_sample": two_sample_accuracy(levels, heldout_x if against is None else against, seed),
+            "two_sample": two_sample_accuracy(levels, real, seed), "level_gap": level_gap(levels, real),
             "copies": float((gap <= COPY_LEVELS).mean()), "nearest_distance": float(np.median(distance))}
 
 
 def real_digit_scores(split, classifier, seed=0):
-    """The same scores for real digits, the yardsticks printed beside a model's: the held-out
-    digits' confident share, counts and distance to their nearest training digit, and the
-    two-sample test of the held-out digits against the training ones."""
-    return score_samples(split[2], split, classifier, seed, against=split[0])
+    """The yardsticks printed beside a model's scores: the held-out digits' confident share,
+    counts and distance to their nearest training digit; and the two-sample test's calibration
+    on all real digits cut in two random halves: real against real (two_sample, near 0.5) and
+    one half against the other made defective (two_sample_defective, near 1)."""
+    scores = score_samples(split[2], split, classifier, seed)
+    real = real_digits(split)
+    half = np.random.default_rng(seed).permutation(len(real))
+    a, b = real[half[:len(real) // 2]], real[half[len(real) // 2:]]
+    scores.update(two_sample=two_sample_accuracy(a, b, seed), level_gap=level_gap(a, b),
+                  two_sample_defective=two_sample_accuracy(defective(a, seed), b, seed))
+    return scores

@@ -9,6 +9,12 @@ a pixel owns a bin of width 2/17 (digits.py). For the discrete image,
     -log2 P(k) / 64 <= E_u[-log2 p(z)] / 64 + log2(17/2),
 and with K(z) <= log p(z), -K(z) / (64 ln 2) + log2(17/2) bounds the discrete bits per pixel from
 above: lower is better, log2 17 = 4.087 is a uniform guess, and the data's own entropy is the floor.
+
+The discrete decoder (Ho et al. 2020, eq. 13), chapter 8's default. Train on the levels' centres
+themselves, x0 = 2 (k + 1/2)/17 - 1, and let the last step name a level: p(k | x_1) is the mass of
+N(mu_theta(x_1, 1), sigma_1^2) over level k's bin, the end bins reaching out to -inf and +inf, so the
+17 probabilities sum to 1 for any mean. Then -log2 P(k) <= L_T + sum_{t=2..T} L_{t-1} + L_0 holds for
+the discrete image directly, with L_0 = -log p(k | x_1): no dequantisation, no Jensen gap.
 """
 import math
 
@@ -43,6 +49,12 @@ def flat(images):
 def as_images(x):
     """Points (n, 64) back to images (n, 1, 8, 8)."""
     return x.reshape(-1, 1, SIDE, SIDE)
+
+
+def training_pixels(levels, x0_form, generator=None):
+    """Algorithm 1's x0 for a batch of levels: the levels' centres (DDPM's way, scored with the
+    discrete decoder) or a fresh uniform dequantisation (scored with Jensen's inequality)."""
+    return digits.to_unit(levels) if x0_form == "centres" else digits.dequantise(levels, generator)
 
 
 def eps_network(unet, label=None):
@@ -84,24 +96,48 @@ def image_bound(reverse, x0, schedule, generator=None):
 
 
 @torch.no_grad()
-def x0_error_per_step(network, levels, schedule, generator=None, device="cpu"):
-    """E||x0 - x0_hat||^2 for each step t (a float64 table indexed by t, NaN at t = 0 and 1), on
-    freshly dequantised copies of `levels` with fresh noise: what best_isotropic_variance needs."""
+def x0_error_per_step(network, levels, schedule, generator=None, device="cpu", x0_form="dequantised"):
+    """E||x0 - x0_hat||^2 for each step t (a float64 table indexed by t, NaN where not measured), on copies
+    of `levels` with fresh noise, x0 freshly dequantised or at the centres (`x0_form`, as the model
+    was trained): what best_isotropic_variance needs, from t = 2 (and from t = 1 for the centres,
+where the discrete decoder needs it too)."""
     table = torch.full((schedule.T + 1,), math.nan, dtype=torch.float64)
-    for t in range(2, schedule.T + 1):
-        x0 = flat(digits.dequantise(levels, generator)).to(device)
+    for t in range(1 if x0_form == "centres" else 2, schedule.T + 1):
+        x0 = flat(training_pixels(levels, x0_form, generator)).to(device)
         x_t = common.x_t_from_eps(x0, torch.randn(x0.shape, generator=generator).to(device), t, schedule)
         eps, _ = network(x_t, torch.full((len(x0),), t, device=device))
         table[t] = (x0 - common.x0_from_eps(x_t, eps, t, schedule)).double().square().sum(1).mean().item()
     return table
 
 
-def best_variance_table(schedule, mean_sq_x0_error):
-    """Chapter 5's best isotropic reverse variance for 64 pixels, a table indexed by t; t = 1 holds
-    the fixed kernel's beta_1 (it is not used: step 1 is eq. 44's kernel)."""
+def best_variance_table(schedule, mean_sq_x0_error, x0_form="dequantised"):
+    """Chapter 5's best isotropic reverse variance for 64 pixels, a table indexed by t. At t = 1:
+    for "dequantised", eq. 44's fixed kernel's beta_1 (not used: step 1 is that kernel); for
+    "centres", the discrete decoder's variance, the network's mean squared error of x0_hat per
+    pixel there (the same formula at t = 1), kept above a hundredth of a bin's own variance."""
     steps = torch.arange(2, schedule.T + 1)
     best = ddpm.best_isotropic_variance(steps, schedule, mean_sq_x0_error[steps].unsqueeze(1), PIXELS)
-    return torch.cat([torch.tensor([0.0, float(schedule.beta[1])], dtype=torch.float64), best.flatten()])
+    first = float(schedule.beta[1])
+    if x0_form == "centres":   # c_1 = 1 and sigma_tilde_1^2 = 0: the error of x0_hat alone
+        first = max(float(mean_sq_x0_error[1]) / PIXELS, BIN_VARIANCE / 100)
+    return torch.cat([torch.tensor([0.0, first], dtype=torch.float64), best.flatten()])
+
+
+@torch.no_grad()
+def sample_levels(network, schedule, var, n, generator=None, device="cpu", last_step_noise=False):
+    """Samples of levels (n, 8, 8) and the chain's trajectory: Algorithm 2 with the variances `var`
+    (a table indexed by t) down to x_1, then DDPM's last step: x0 = mu_theta(x_1, 1) without noise,
+    whose bin names the level (the discrete decoder's most likely one). With last_step_noise, eq.
+    44's fixed kernel N(sqrt(1 - beta_1) x_1, beta_1 I) instead, as chapters 3-7 end."""
+    reverse = ddpm.reverse_with_variance(network, schedule, var)
+
+    def step(x_t, t):
+        if t == 1 and not last_step_noise:
+            return decoder_mean(network, x_t, schedule), common.identity_times(0.0, x_t)
+        return reverse(x_t, t)
+
+    trajectory = common.sample_chain(step, n, schedule.T, generator, device, d=PIXELS)
+    return digits.to_levels(trajectory[0]), trajectory
 
 
 # --- baselines, in bits per pixel of the held-out digits ----------------------------------------
@@ -143,6 +179,73 @@ def mixture_bits(train_levels, heldout_levels, generator=None, components=MIXTUR
     mixture = GaussianMixture(components, covariance_type="full", reg_covar=BIN_VARIANCE,
                               random_state=seed).fit(train)
     return bits_per_pixel(torch.as_tensor(-mixture.score_samples(held))).numpy()
+
+
+# --- the discrete decoder (Ho et al. 2020, eq. 13) ------------------------------------------------
+
+def level_log_probabilities(mean, std):
+    """log p(k | mean) for every level k = 0..16 of each pixel: the mass of N(mean, std^2) over
+    level k's bin [2k/17 - 1, 2(k + 1)/17 - 1), the first bin extended to -inf and the last to +inf,
+    so the 17 masses telescope to exactly 1. Float64, shape mean.shape + (17,). Each difference of
+    normal CDFs is taken on the side of the bin's far tail, where it does not cancel."""
+    mean, std = torch.as_tensor(mean, dtype=torch.float64), torch.as_tensor(std, dtype=torch.float64)
+    edges = torch.linspace(-1.0, 1.0, LEVELS + 1, dtype=torch.float64)
+    edges[0], edges[-1] = -math.inf, math.inf
+    a = (edges[:-1] - mean[..., None]) / std[..., None]        # standardised lower edges
+    b = (edges[1:] - mean[..., None]) / std[..., None]         # and upper edges
+    right = a + b > 0                                          # the bin lies right of the mean: mirror it
+    low, high = torch.where(right, -b, a), torch.where(right, -a, b)
+    log_high = torch.special.log_ndtr(high)
+    return log_high + torch.log1p(-torch.exp(torch.special.log_ndtr(low) - log_high))
+
+
+def decoder_mean(network, x1, schedule):
+    """mu_theta(x_1, 1): Algorithm 2's mean at t = 1, which is the network's x0_hat there."""
+    eps, _ = network(x1, torch.ones(len(x1), dtype=torch.long, device=x1.device))
+    return ddpm.ddpm_mean(x1, eps, 1, schedule)
+
+
+@torch.no_grad()
+def discrete_bound(network, levels, schedule, var, generator=None, device="cpu"):
+    """DDPM's bound on -log P(levels) per image (nats, float64), Ho et al. eq. 5 with eq. 13's
+    decoder: L_T = KL(q(x_T | x0) || N(0, I)), L_{t-1} = KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t))
+    for t = 2..T with the variances `var` (a table indexed by t), and L_0 = -log p(levels | x_1),
+    the decoder's std sqrt(var[1]); x0 the levels' centres, x_t drawn with `generator`."""
+    x0 = flat(digits.to_unit(levels)).to(device)
+    reverse = ddpm.reverse_with_variance(network, schedule, var)
+    L_mid = common.kl_all_steps(reverse, x0, schedule, generator)
+    mean_T, cov_T = common.q_closed_form(x0, schedule.T, schedule)
+    L_T = common.kl_gaussian(mean_T, cov_T, torch.zeros_like(mean_T), common.identity_times(1.0, x0)).cpu().double()
+    x1 = common.sample_gaussian(*common.q_closed_form(x0, 1, schedule), generator)
+    log_p = level_log_probabilities(decoder_mean(network, x1, schedule).cpu(), math.sqrt(float(var[1])))
+    k = torch.as_tensor(np.asarray(levels)).reshape(-1, PIXELS, 1)
+    L_0 = -log_p.gather(-1, k).squeeze(-1).sum(-1)
+    return L_T + L_mid.sum(1) + L_0
+
+
+def bits_on_levels(network, levels, schedule, var, x0_form, generator=None, device="cpu"):
+    """The chapter's bound in bits per pixel of discrete images of levels (n, 8, 8), one number
+    per image: for a model trained on "centres", discrete_bound; for one trained on "dequantised"
+    pixels, bits_per_pixel of image_bound on a fresh uniform dequantisation (Jensen's inequality
+    needs the bound averaged over u inside the bins, never taken at the centres)."""
+    if x0_form == "centres":
+        return common.nats_to_bits(discrete_bound(network, levels, schedule, var, generator, device)) / PIXELS
+    x0 = flat(digits.dequantise(levels, generator)).to(device)
+    K, _ = image_bound(ddpm.reverse_with_variance(network, schedule, var), x0, schedule, generator)
+    return bits_per_pixel(-K)
+
+
+def loss_weights(schedule, loss, first=2):
+    """The weight of ||eps - eps_theta||^2 at each step t (a table indexed by t, 0 below `first`):
+    1 for L_simple; for the bound, eps_weight with the posterior's variance sigma_tilde_t^2, times
+    T - 1, so that the loss is the sum of the KL terms of -K up to constants (chapter 5's weights)."""
+    weight = torch.ones(schedule.T + 1, dtype=torch.float64)
+    if loss == "bound":
+        steps = torch.arange(2, schedule.T + 1)
+        _, _, sigma_tilde2 = common.posterior_coefficients(steps, schedule, torch.zeros((), dtype=torch.float64))
+        weight[2:] = (schedule.T - 1) * ddpm.eps_weight(steps, schedule, sigma_tilde2).flatten()
+    weight[:first] = 0.0
+    return weight
 
 
 def mean_and_se(values):

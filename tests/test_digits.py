@@ -120,3 +120,18 @@ def test_memorisation_flags_a_planted_copy_and_passes_held_out_digits(split_and_
     mixed = np.concatenate([planted, held_x[:80]])
     split = (train_x, None, held_x, None)
     assert digits.score_samples(mixed, split, split_and_classifier[1])["copies"] == pytest.approx(0.2)
+
+
+def test_the_level_gap_is_zero_on_one_set_and_finds_a_planted_haze(split_and_classifier):
+    """level_gap of a set against itself is 0; lifting 5% of all pixels from level 0 to level 1 (a
+    haze) is found as a 5-point gap at level 0 or 1, the shares counted by hand."""
+    (train_x, _, _, _), _ = split_and_classifier
+    assert digits.level_gap(train_x, train_x) == (0.0, 0)
+    hazy = train_x.copy().ravel()
+    background = np.flatnonzero(hazy == 0)
+    lifted = np.random.default_rng(0).choice(background, round(0.05 * hazy.size), replace=False)
+    hazy[lifted] = 1
+    gap, level = digits.level_gap(hazy.reshape(train_x.shape), train_x)
+    assert level in (0, 1) and abs(abs(gap) - 100 * len(lifted) / hazy.size) < 1e-9, (gap, level)
+    assert np.isclose(digits.level_shares(hazy)[1], (train_x == 1).mean() + len(lifted) / hazy.size)
+    assert np.abs(digits.defective(train_x) - train_x).max() == 1

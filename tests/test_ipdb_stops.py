@@ -38,6 +38,8 @@ TINY = {  # each chapter on settings that reach every stop in a second or two
     "14_one_step.py": ["--teacher-calls", "4", "--roll-iters", "2", "--n-samples", "50", "--digits-iters", "0"],
     "12_latent_space.py": ["--classifier-iters", "2", "--ae-iters", "2", "--latent-iters", "2"],
     "13_text_to_image.py": ["--iters", "2", "--batch-size", "8"],
+    "08_pictures.py": ["--iters", "2", "--batch-size", "16", "--base-channels", "8", "--T", "12", "--n-samples", "20",
+                       "--n-moments", "10", "--n-bound", "5"],
 }
 
 
@@ -83,6 +85,8 @@ def run_to_stop(script, path, line, expression, tmp_path, monkeypatch):
         autoencoder.save(tmp_path / "autoencoder.pt", autoencoder.Autoencoder(width=8), 1.0)
         args += ["--autoencoder", str(tmp_path / "autoencoder.pt"), "--checkpoint", str(tmp_path / "text_unet.pt"),
                  "--out", str(tmp_path / "prompted.npz")]
+    if script == "08_pictures.py":
+        args += ["--checkpoint", str(tmp_path / "unet.pt"), "--samples", str(tmp_path / "samples.npy")]
     monkeypatch.setattr(sys, "argv", [script, *args])
     seen = {}
 
