@@ -1,7 +1,7 @@
 """Each plausible bug of issue 20's list, made on a copy of the repository, must fail its test.
 
 For every mutation below (a bug someone could plausibly write), this copies scripts/, tests/,
-images/ and pytest.ini to a temporary folder, makes the one change there, runs the tests meant
+docs/, images/ and pytest.ini to a temporary folder, makes the one change there, runs the tests meant
 to catch it, and prints whether they failed. The repository itself is never touched. Exit
 status 1 if a mutation is not caught or its line is no longer in the code (then update its
 anchor here). About two minutes on 2 cores.
@@ -91,7 +91,7 @@ def main():
     missed = 0
     with tempfile.TemporaryDirectory() as folder:
         copy = pathlib.Path(folder)
-        for part in ("scripts", "tests", "images"):
+        for part in ("scripts", "tests", "docs", "images"):
             shutil.copytree(ROOT / part, copy / part)
         shutil.copy(ROOT / "pytest.ini", copy / "pytest.ini")
         for name, path, old, new, tests in M:

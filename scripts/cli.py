@@ -5,6 +5,7 @@ its figures (images/, committed) and its weights and samples (outputs/, git-igno
 README section "Troubleshooting" says what a reader sees when an argument is wrong.
 """
 import argparse
+import importlib.util
 import math
 import pathlib
 import tempfile
@@ -15,6 +16,16 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "images"     # figures the README shows (committed)
 OUTPUTS = ROOT / "outputs"   # weights and samples (git-ignored, regenerated)
 MAX_SEED = 2 ** 63 - 1       # torch's generators take any whole number from 0 to this
+
+
+def load_chapter(name):
+    """A chapter script (e.g. "06_fewer_steps.py") imported as a module, its main() not run: how the
+    lab notes' scripts in docs/ run a chapter's steps without copying them."""
+    path = ROOT / "scripts" / name
+    spec = importlib.util.spec_from_file_location("chapter_" + path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def whole_number(minimum, maximum=None):
@@ -35,6 +46,18 @@ def whole_number(minimum, maximum=None):
 
 positive_int = whole_number(1)
 seed_int = whole_number(0, MAX_SEED)
+
+
+def steps_list(minimum, maximum):
+    """An argparse type: comma-separated whole numbers of steps, each from minimum to maximum and
+    each once, returned from the largest down."""
+    def parse(text):
+        values = [whole_number(minimum, maximum)(part) for part in text.split(",")]
+        if len(set(values)) != len(values):
+            raise argparse.ArgumentTypeError(f"each number of steps once, got '{text}'")
+        return sorted(values, reverse=True)
+
+    return parse
 
 
 def positive_float(text):
