@@ -90,14 +90,8 @@ def load_checkpoints(parser, args, device):
     """Chapter 3's model for the comparison (None without its file) and, with --reuse, the saved
     eps-network as (network, schedule, checkpoint); a bad file exits in one line."""
     try:
-        chapter3, reused = None, None
-        if args.chapter3.exists():
-            chapter3, _, saved = checkpoints.load_checkpoint(args.chapter3, device)
-            if saved["model_config"].get("covariance") == "none":
-                raise checkpoints.CheckpointError(f"{args.chapter3} holds an eps-network, not a model trained "
-                                                  f"on K: give --chapter3 the checkpoint of scripts/03_train.py")
-        if args.reuse:
-            reused = checkpoints.load_eps_network(args.checkpoint, device)
+        chapter3 = checkpoints.load_trained_on_K(args.chapter3, device)[0] if args.chapter3.exists() else None
+        reused = checkpoints.load_eps_network(args.checkpoint, device) if args.reuse else None
     except checkpoints.CheckpointError as error:
         parser.exit(1, f"error: {error}\n")
     return chapter3, reused
