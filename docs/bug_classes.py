@@ -1,7 +1,7 @@
 """Each plausible bug of issue 20's list, made on a copy of the repository, must fail its test.
 
 For every mutation below (a bug someone could plausibly write), this copies scripts/, tests/,
-images/ and pytest.ini to a temporary folder, makes the one change there, runs the tests meant
+docs/, images/ and pytest.ini to a temporary folder, makes the one change there, runs the tests meant
 to catch it, and prints whether they failed. The repository itself is never touched. Exit
 status 1 if a mutation is not caught or its line is no longer in the code (then update its
 anchor here). About two minutes on 2 cores.
@@ -60,6 +60,9 @@ M = [
  ("M6 beta and beta_tilde swapped in chapter 5's weight table", "scripts/05_ddpm.py",
   'for name, var in (("beta", beta), ("beta_tilde", beta_tilde))}', 'for name, var in (("beta", beta_tilde), ("beta_tilde", beta))}',
   ["tests/test_ddpm.py::test_script_prints_the_five_variance_lines_and_best_isotropic_beats_both_fixed"]),
+ ("M6c beta and beta_tilde swapped in chapter 5's table of variances (the K rows)", "scripts/05_ddpm.py",
+  '        "beta": beta,\n        "beta_tilde": beta_tilde,\n', '        "beta": beta_tilde,\n        "beta_tilde": beta,\n',
+  ["tests/test_ddpm.py::test_script_prints_the_five_variance_lines_and_best_isotropic_beats_both_fixed"]),
  ("M7 reverse_with_variance reads the variance table at t - 1", "scripts/ddpm.py",
   "common.identity_times(common.at(var, t), x_t)", "common.identity_times(common.at(var, t - 1), x_t)",
   ["tests/test_ddpm.py::test_reverse_with_variance_of_the_exact_network_of_gaussian_data_is_the_exact_reverse_kernel"]),
@@ -91,7 +94,7 @@ def main():
     missed = 0
     with tempfile.TemporaryDirectory() as folder:
         copy = pathlib.Path(folder)
-        for part in ("scripts", "tests", "images"):
+        for part in ("scripts", "tests", "docs", "images"):
             shutil.copytree(ROOT / part, copy / part)
         shutil.copy(ROOT / "pytest.ini", copy / "pytest.ini")
         for name, path, old, new, tests in M:

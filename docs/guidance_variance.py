@@ -16,7 +16,7 @@ import cli  # noqa: E402
 import digits  # noqa: E402
 import guidance  # noqa: E402
 
-chapter9 = cli.chapter("09_guidance.py")
+chapter9 = cli.load_chapter("09_guidance.py")
 
 
 def main():

@@ -17,7 +17,7 @@ import ddim  # noqa: E402
 import digits  # noqa: E402
 import guidance  # noqa: E402
 
-chapter10 = cli.chapter("10_inpainting.py")
+chapter10 = cli.load_chapter("10_inpainting.py")
 
 
 def main():

@@ -25,7 +25,7 @@ import ddpm  # noqa: E402
 import digits  # noqa: E402
 import pictures  # noqa: E402
 
-chapter9 = cli.chapter("09_guidance.py")
+chapter9 = cli.load_chapter("09_guidance.py")
 
 
 def main():

@@ -120,8 +120,23 @@ def main():
     # Figure: the chain itself, with our symbols (README, "The chain").
     draw_markov_chain(x0, chain[T], args.images / "01_markov_chain.png")
 
-    # Figure: both roads side by side at t = 0, T and the steps where the roll dissolves.
+    # Figures: both roads side by side where the roll dissolves; the schedule.
+    draw_chain_vs_closed_form(chain, jump, schedule, args.images / "01_chain_vs_closed_form.png")
+    draw_schedule(schedule, args.images / "01_schedule.png")
+
+    # Animation: the chain, one frame per step.
+    figures.save_points_gif(args.images / "01_forward_process.gif",
+                             [x_t[:GIF_POINTS] for x_t in chain],
+                             [f"forward process, t = {t}" for t in range(T + 1)])
+    print(f"figures written to {args.images}/: 01_markov_chain.png, 01_chain_vs_closed_form.png, "
+          f"01_schedule.png, 01_forward_process.gif")
+
+
+def draw_chain_vs_closed_form(chain, jump, schedule, path):
+    """README 1, "The closed form": 01_chain_vs_closed_form.png, both roads side by side at
+    t = 0, T and the steps where the roll dissolves."""
     shown = dissolving_steps(schedule)
+    alpha_bar = schedule.alpha_bar
     fig, axes = plt.subplots(2, len(shown), figsize=(2.6 * len(shown), 6.2))
     for col, t in enumerate(shown):
         spread = ((1.0 - alpha_bar[t]) / alpha_bar[t]).sqrt().item()
@@ -131,9 +146,12 @@ def main():
             axes[row, col].set(xticks=[], yticks=[])
     fig.suptitle("q(x_t | x_{t-1}) applied t times (top) and q(x_t | x_0) in one jump (bottom)")
     fig.tight_layout()
-    figures.save_figure(fig, args.images / "01_chain_vs_closed_form.png")
+    figures.save_figure(fig, path)
 
-    # Figure: the schedule.
+
+def draw_schedule(schedule, path):
+    """README 1, "The schedule": 01_schedule.png, log SNR_t, beta_t and alpha_bar_t against t."""
+    beta, alpha_bar, T = schedule.beta, schedule.alpha_bar, schedule.T
     steps = torch.arange(1, T + 1)
     fig, (snr, left, right) = plt.subplots(1, 3, figsize=(14, 3.6))
     snr.plot(steps, common.log_snr(schedule)[1:], "o-", ms=3, color="tab:green")
@@ -147,14 +165,7 @@ def main():
     right.set(xlabel="t", title="what is left of x0 after t steps")
     right.legend()
     fig.tight_layout()
-    figures.save_figure(fig, args.images / "01_schedule.png")
-
-    # Animation: the chain, one frame per step.
-    figures.save_points_gif(args.images / "01_forward_process.gif",
-                             [x_t[:GIF_POINTS] for x_t in chain],
-                             [f"forward process, t = {t}" for t in range(T + 1)])
-    print(f"figures written to {args.images}/: 01_markov_chain.png, 01_chain_vs_closed_form.png, "
-          f"01_schedule.png, 01_forward_process.gif")
+    figures.save_figure(fig, path)
 
 
 def dissolving_steps(schedule, levels=(0.1, 0.2, 0.35, 0.6)):

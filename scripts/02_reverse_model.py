@@ -68,21 +68,7 @@ def main():
     print(f"  mean distance between their means: {(mean_q - mean_p).norm(dim=1).mean().item():.4f}")
     print(f"  KL(q || p) = {kl.mean().item():.2f} nats per point: training drives this down (chapter 3)")
 
-    # One step moves a point very little, so both panels stretch their arrows by the same factor.
-    scale = ARROW_LENGTH / (mean_q - x_t).norm(dim=1).median().item()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.6))
-    figures.plot_points(axes[0], x0, "")
-    axes[0].scatter(*x_t.cpu().T, s=4, color="tab:orange")
-    axes[0].set_title(f"x0 (blue) and x_t at t = {t} (orange)")
-    panels = [(axes[1], mean_q, f"posterior q(x_{{t-1}} | x_t, x0): mean - x_t\n(arrows x{scale:.0f})"),
-              (axes[2], mean_p, f"untrained p(x_{{t-1}} | x_t): mean - x_t\n(arrows x{scale:.0f}, KL = {kl.mean().item():.1f} nats)")]
-    for ax, mean, title in panels:
-        figures.plot_points(ax, x0, title)
-        drift = (mean - x_t).cpu()
-        ax.quiver(*x_t.cpu().T, *(drift.T * scale), angles="xy", scale_units="xy", scale=1,
-                  width=0.003, color="tab:red")
-    fig.tight_layout()
-    figures.save_figure(fig, args.images / "02_posterior_vs_untrained.png")
+    draw_posterior_vs_untrained(x0, x_t, mean_q, mean_p, kl, t, args.images / "02_posterior_vs_untrained.png")
     print(f"figure written to {args.images}/02_posterior_vs_untrained.png")
 
     # Why diagonal falls short: Cov(x0 | x_t) at a small t, by brute-force Bayes over the curve.
@@ -110,6 +96,26 @@ def main():
     draw_x0_covariance(args.images / "02_x0_covariance.png", x0_mean, x0_cov, x0_diagonal,
                        roll.swiss_roll(2000, generator), t)
     print(f"figure written to {args.images}/02_x0_covariance.png")
+
+
+def draw_posterior_vs_untrained(x0, x_t, mean_q, mean_p, kl, t, path):
+    """README 2, "The target: the posterior": 02_posterior_vs_untrained.png, the data and x_t, then
+    the posterior's step and the untrained model's, each as an arrow from x_t to its mean."""
+    # One step moves a point very little, so both panels stretch their arrows by the same factor.
+    scale = ARROW_LENGTH / (mean_q - x_t).norm(dim=1).median().item()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.6))
+    figures.plot_points(axes[0], x0, "")
+    axes[0].scatter(*x_t.cpu().T, s=4, color="tab:orange")
+    axes[0].set_title(f"x0 (blue) and x_t at t = {t} (orange)")
+    panels = [(axes[1], mean_q, f"posterior q(x_{{t-1}} | x_t, x0): mean - x_t\n(arrows x{scale:.0f})"),
+              (axes[2], mean_p, f"untrained p(x_{{t-1}} | x_t): mean - x_t\n(arrows x{scale:.0f}, KL = {kl.mean().item():.1f} nats)")]
+    for ax, mean, title in panels:
+        figures.plot_points(ax, x0, title)
+        drift = (mean - x_t).cpu()
+        ax.quiver(*x_t.cpu().T, *(drift.T * scale), angles="xy", scale_units="xy", scale=1,
+                  width=0.003, color="tab:red")
+    fig.tight_layout()
+    figures.save_figure(fig, path)
 
 
 def add_ellipses(ax, centres, covariances, color, label=None):

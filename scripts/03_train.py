@@ -101,36 +101,47 @@ def main():
     if interrupted:
         runs.exit_interrupted(parser, args, done, "scripts/03_train.py")
 
-    # Held-out K: fresh points from their own seed, every t summed exactly (not sampled).
     model.eval()
+    print(f"trained {done - start} iterations in {seconds:.1f} s ({(done - start) / seconds:.1f} it/s) on {device}")
+    K_bits, ceiling_of_K_bits = heldout_K(reverse, schedule, args, device)
+    print(f"checkpoint written to {args.checkpoint}")
+    if len(curve) >= LOG_EVERY:
+        draw_training_curve(curve, start, K_bits, ceiling_of_K_bits, args.images)
+
+
+def heldout_K(reverse, schedule, args, device):
+    """README 3, "The training loop" and "How high can K go?": K on the held-out points (fresh
+    points from their own seed, every t summed exactly, not sampled) against the paper's Table 1
+    and the ceilings; printed."""
     K_bits, stderr_bits = roll.mean_and_se_bits(roll.heldout_K(reverse, schedule, seed=args.seed, device=device))
     null_bits = common.nats_to_bits(common.null_log_likelihood())
     beta_1 = float(schedule.beta[1])
     ceiling_bits = common.nats_to_bits(roll.log_likelihood_ceiling(beta_1))
     ceiling_of_K_bits = common.nats_to_bits(roll.K_ceiling(beta_1))
-    print(f"trained {done - start} iterations in {seconds:.1f} s ({(done - start) / seconds:.1f} it/s) on {device}")
     print(f"K = {K_bits:.3f} bits  (K - L_null = {K_bits - null_bits:.3f} bits; "
           f"paper Table 1: {roll.PAPER_K_BITS} / {roll.PAPER_K_MINUS_NULL_BITS})")
-    print(f"  held-out: {roll.N_HELDOUT} points, every t from 2 to {T}; standard error {stderr_bits:.3f} bits")
+    print(f"  held-out: {roll.N_HELDOUT} points, every t from 2 to {schedule.T}; standard error {stderr_bits:.3f} bits")
     print(f"  ceiling for beta_1 = {beta_1:.0e}: no model's log-likelihood passes "
           f"{ceiling_bits:.3f} bits, and K, whose last step is fixed, no more than {ceiling_of_K_bits:.3f} bits")
-    print(f"checkpoint written to {args.checkpoint}")
+    return K_bits, ceiling_of_K_bits
 
-    # Figure: the training curve, smoothed over LOG_EVERY iterations, with the paper's line.
-    if len(curve) >= LOG_EVERY:
-        smooth = torch.tensor(curve).unfold(0, LOG_EVERY, LOG_EVERY).mean(1)
-        iteration = start + LOG_EVERY * torch.arange(1, len(smooth) + 1)
-        fig, ax = plt.subplots(figsize=(7, 4))
-        ax.plot(iteration, common.nats_to_bits(smooth), label="training batches (mean of each block)")
-        ax.axhline(K_bits, color="tab:green", ls="--", label=f"held-out K = {K_bits:.2f} bits")
-        ax.axhline(roll.PAPER_K_BITS, color="tab:red", ls=":", label=f"paper, Table 1: {roll.PAPER_K_BITS} bits")
-        ax.axhline(ceiling_of_K_bits, color="gray", ls="-.", label=f"ceiling of K for beta_1: {ceiling_of_K_bits:.2f} bits")
-        ax.set(xlabel="iteration", ylabel="K (bits per point)", ylim=(-4.0, ceiling_of_K_bits + 0.5),
-               title="the bound K while training")
-        ax.legend(loc="lower right")
-        fig.tight_layout()
-        figures.save_figure(fig, args.images / "03_training_curve.png")
-        print(f"figure written to {args.images}/03_training_curve.png")
+
+def draw_training_curve(curve, start, K_bits, ceiling_of_K_bits, images):
+    """README 3, "The training loop": 03_training_curve.png, K of the training batches smoothed over
+    LOG_EVERY iterations, with the held-out K, the paper's line and the ceiling."""
+    smooth = torch.tensor(curve).unfold(0, LOG_EVERY, LOG_EVERY).mean(1)
+    iteration = start + LOG_EVERY * torch.arange(1, len(smooth) + 1)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(iteration, common.nats_to_bits(smooth), label="training batches (mean of each block)")
+    ax.axhline(K_bits, color="tab:green", ls="--", label=f"held-out K = {K_bits:.2f} bits")
+    ax.axhline(roll.PAPER_K_BITS, color="tab:red", ls=":", label=f"paper, Table 1: {roll.PAPER_K_BITS} bits")
+    ax.axhline(ceiling_of_K_bits, color="gray", ls="-.", label=f"ceiling of K for beta_1: {ceiling_of_K_bits:.2f} bits")
+    ax.set(xlabel="iteration", ylabel="K (bits per point)", ylim=(-4.0, ceiling_of_K_bits + 0.5),
+           title="the bound K while training")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    figures.save_figure(fig, images / "03_training_curve.png")
+    print(f"figure written to {images}/03_training_curve.png")
 
 
 if __name__ == "__main__":

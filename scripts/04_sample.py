@@ -72,7 +72,21 @@ def main():
     for name, points in [("samples", x0_sampled), ("real roll", x0_real), ("noise N(0, I)", noise)]:
         print(f"{name:>13}: {roll.describe_scores(roll.score_samples(points))}")
 
-    # Figure 1 of the paper. Top: the forward trajectory, drawn with q(x_t | x0) at each t.
+    draw_figure1(model, schedule, trajectory, x0_real, generator, device, args.images / "04_figure1.png")
+
+    # Animation: the reverse trajectory, one frame per step from t = T to 0, then a pause.
+    steps = list(range(T, -1, -1)) + [0] * GIF_HOLD
+    figures.save_points_gif(args.images / "04_reverse_process.gif",
+                             [trajectory[t][:GIF_POINTS] for t in steps],
+                             [f"reverse process, t = {t}" for t in steps])
+    print(f"figures written to {args.images}/: 04_figure1.png, 04_reverse_process.gif")
+
+
+def draw_figure1(model, schedule, trajectory, x0_real, generator, device, path):
+    """README 4, "Figure 1": the paper's Figure 1 redrawn, the forward trajectory (q), the reverse
+    one (p) and the drift of p's steps, at t = 0, T/2 and T."""
+    T = schedule.T
+    # Top: the forward trajectory, drawn with q(x_t | x0) at each t.
     shown = [0, T // 2, T]
     forward = {t: common.sample_gaussian(*common.q_closed_form(x0_real, t, schedule), generator)
                for t in shown}
@@ -104,14 +118,7 @@ def main():
     fig.suptitle(f"Figure 1 of Sohl-Dickstein et al. (2015), redrawn: columns t = 0, T/2 = {T // 2}, "
                  f"T = {T}", fontsize=12)
     fig.tight_layout()
-    figures.save_figure(fig, args.images / "04_figure1.png")
-
-    # Animation: the reverse trajectory, one frame per step from t = T to 0, then a pause.
-    steps = list(range(T, -1, -1)) + [0] * GIF_HOLD
-    figures.save_points_gif(args.images / "04_reverse_process.gif",
-                             [trajectory[t][:GIF_POINTS] for t in steps],
-                             [f"reverse process, t = {t}" for t in steps])
-    print(f"figures written to {args.images}/: 04_figure1.png, 04_reverse_process.gif")
+    figures.save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -67,41 +67,8 @@ def train_l_simple(model, schedule, args, generator, device):
     return average.module, losses, time.perf_counter() - began
 
 
-def fit_variance_outputs(eps_network, schedule, batch_size, generator, device):
-    """The "learned" variance: chapter 3's model with diagonal covariance, its body and eps outputs
-    copied from the eps-network and frozen, and only the outputs of L trained, on the bound -K.
-    Frozen, the mean is DDPM's; only the variance of each point's step is learned."""
-    model = ReverseModel(**{**eps_network.config, "covariance": "diagonal"}).to(device)
-    state = eps_network.state_dict()
-    for name in ("output.weight", "output.bias"):   # rows 0..D-1: eps; the new rows start at L = I
-        state[name] = torch.cat([state[name], model.state_dict()[name][common.D:]])
-    model.load_state_dict(state)
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    head = [model.output.weight, model.output.bias]
-    variance_rows = torch.arange(len(model.output.bias), device=device) >= common.D
-    for parameter in head:
-        parameter.requires_grad_(True)
-        parameter.register_hook(lambda grad: grad * variance_rows.reshape(-1, *[1] * (grad.dim() - 1)))
-    optimizer = torch.optim.Adam(head, lr=LEARNED_LR)
-    reverse = common.reverse_of(model, schedule)
-    for _ in range(LEARNED_ITERS):
-        x0 = roll.swiss_roll(batch_size, generator).to(device)
-        t = torch.randint(2, schedule.T + 1, (batch_size,), generator=generator).to(device)
-        loss = common.kl_one_step(reverse, x0, t, schedule, generator).mean()  # -K up to constants
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return model.eval()
-
-
-def variance_table(schedule, per_step):
-    """A table indexed by t from the values for t = 2..T; t = 1 holds the fixed kernel's beta_1."""
-    return torch.cat([torch.tensor([0.0, float(schedule.beta[1])], dtype=torch.float64),
-                      torch.as_tensor(per_step, dtype=torch.float64).flatten()])
-
-
-def main():
+def make_parser():
+    """The chapter's options: the training run, how many samples and held-out points score it."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     cli.add_training_args(parser, ITERS, BATCH_SIZE, LR, "L_simple")
     parser.add_argument("--n-samples", type=cli.positive_int, default=N_SAMPLES,
@@ -116,100 +83,114 @@ def main():
                         help="chapter 3's model, whose K is shown for comparison when the file "
                              "exists (default: outputs/model.pt)")
     cli.add_standard_args(parser)
-    args, device, generator = cli.parse_and_prepare(parser)
-    if not args.reuse:
-        cli.output_file_or_exit(parser, args.checkpoint, "the checkpoint", example="ddpm.pt")
-    runs.prepare_training()
-    # Built before any other model, so its initial weights depend on --seed alone.
-    eps_network = ReverseModel(covariance="none").to(device)
+    return parser
+
+
+def load_checkpoints(parser, args, device):
+    """Chapter 3's model for the comparison (None without its file) and, with --reuse, the saved
+    eps-network as (network, schedule, checkpoint); a bad file exits in one line."""
     try:
-        chapter3 = None
-        if args.chapter3.exists():
-            chapter3, _, saved = checkpoints.load_checkpoint(args.chapter3, device)
-            if saved["model_config"].get("covariance") == "none":
-                raise checkpoints.CheckpointError(f"{args.chapter3} holds an eps-network, not a model trained "
-                                               f"on K: give --chapter3 the checkpoint of scripts/03_train.py")
-        if args.reuse:
-            eps_network, schedule, saved = checkpoints.load_eps_network(args.checkpoint, device)
+        chapter3 = checkpoints.load_trained_on_K(args.chapter3, device)[0] if args.chapter3.exists() else None
+        reused = checkpoints.load_eps_network(args.checkpoint, device) if args.reuse else None
     except checkpoints.CheckpointError as error:
         parser.exit(1, f"error: {error}\n")
+    return chapter3, reused
 
-    # 1. Algorithm 1: the same body as chapter 3, eps outputs only, t uniform in 2..T (t = 1 stays
-    # the fixed kernel of eq. 44, so K is comparable with chapter 3's).
-    if args.reuse:
-        print(f"reusing the eps-network in {args.checkpoint} ({saved['iteration']} iterations of L_simple)")
-    else:
-        schedule = common.make_schedule()
-        try:
-            eps_network, losses, seconds = train_l_simple(eps_network, schedule, args, generator, device)
-        except FloatingPointError as error:
-            parser.exit(1, f"error: {error}, so training stopped and no checkpoint was written; try a "
-                           f"smaller --lr, such as the default {LR:g}\n")
-        checkpoints.save_checkpoint(args.checkpoint, eps_network, schedule, args, args.iters,
-                                 generator_state=generator.get_state())
-        first, last = sum(losses[:50]) / len(losses[:50]), sum(losses[-50:]) / len(losses[-50:])
-        print(f"trained {args.iters} iterations in {seconds:.1f} s ({args.iters / seconds:.1f} it/s) on {device}; "
-              f"||eps - eps_theta||^2 from {first:.3f} to {last:.3f} (means of the first and last 50 batches)")
-        print(f"checkpoint written to {args.checkpoint}")
-    eps_network.eval()
-    T = schedule.T
-    steps = torch.arange(2, T + 1)
 
-    # 2. The weights L_simple drops: KL_t = w_t E||eps - eps_theta||^2 + C_t for a fixed variance.
+def train(parser, args, eps_network, generator, device):
+    """README 5, "Training": Algorithm 1 on our schedule, the moving average saved to --checkpoint.
+    t is uniform in 2..T (t = 1 stays the fixed kernel of eq. 44, so K compares with chapter 3's)."""
+    schedule = common.make_schedule()
+    try:
+        eps_network, losses, seconds = train_l_simple(eps_network, schedule, args, generator, device)
+    except FloatingPointError as error:
+        parser.exit(1, f"error: {error}, so training stopped and no checkpoint was written; try a "
+                       f"smaller --lr, such as the default {LR:g}\n")
+    checkpoints.save_checkpoint(args.checkpoint, eps_network, schedule, args, args.iters,
+                                generator_state=generator.get_state())
+    first, last = sum(losses[:50]) / len(losses[:50]), sum(losses[-50:]) / len(losses[-50:])
+    print(f"trained {args.iters} iterations in {seconds:.1f} s ({args.iters / seconds:.1f} it/s) on {device}; "
+          f"||eps - eps_theta||^2 from {first:.3f} to {last:.3f} (means of the first and last 50 batches)")
+    print(f"checkpoint written to {args.checkpoint}")
+    return eps_network, schedule
+
+
+def the_weights(schedule):
+    """README 5, "What the simple loss drops": KL_t = w_t E||eps - eps_theta||^2 + C_t for a fixed
+    variance; the tables of beta_t and beta_tilde_t and the weights each gives, printed at SHOWN_STEPS."""
+    steps = torch.arange(2, schedule.T + 1)
     _, _, beta_tilde = common.posterior_coefficients(steps, schedule, torch.zeros((), dtype=torch.float64))
-    beta = variance_table(schedule, common.at(schedule.beta, steps))
-    beta_tilde = variance_table(schedule, beta_tilde)
-    weight = {name: variance_table(schedule, ddpm.eps_weight(steps, schedule, common.at(var, steps)))
+    beta = ddpm.variance_table(schedule, common.at(schedule.beta, steps))
+    beta_tilde = ddpm.variance_table(schedule, beta_tilde)
+    weight = {name: ddpm.variance_table(schedule, ddpm.eps_weight(steps, schedule, common.at(var, steps)))
               for name, var in (("beta", beta), ("beta_tilde", beta_tilde))}
     print("the bound's weight w_t on ||eps - eps_theta||^2 (L_simple uses 1 for every t):")
     print("   t     beta_t   w_t (sigma^2 = beta_t)   w_t (sigma^2 = beta_tilde_t)")
     for t in SHOWN_STEPS:
         print(f"  {t:2d}   {float(schedule.beta[t]):.2e}   {float(weight['beta'][t]):20.4f}   "
               f"{float(weight['beta_tilde'][t]):26.4f}")
+    return beta, beta_tilde, weight
 
-    # 3. The variances. Both statistics are per-t averages over fresh training points.
+
+def five_variances(eps_network, schedule, beta, beta_tilde, args, generator, device):
+    """README 5, "Five variances for one network": each a reverse process of the one eps-network.
+    Returns the isotropic tables, the reverse processes and E||x0 - x0_hat||^2 per t."""
+    steps = torch.arange(2, schedule.T + 1)
     began = time.perf_counter()
+    # Both statistics are per-t averages over fresh training points.
     mean_sq_eps, mean_sq_x0_error = roll.eps_moments(eps_network, schedule, N_MOMENTS, generator, device)
     half_range = roll.half_range()   # Analytic-DPM's clip
     variance = {
         "beta": beta,
         "beta_tilde": beta_tilde,
-        "analytic": variance_table(schedule, ddpm.analytic_variance(
+        "analytic": ddpm.variance_table(schedule, ddpm.analytic_variance(
             steps, schedule, mean_sq_eps[steps].unsqueeze(1), half_range)),
-        "isotropic_best": variance_table(schedule, ddpm.best_isotropic_variance(
+        "isotropic_best": ddpm.variance_table(schedule, ddpm.best_isotropic_variance(
             steps, schedule, mean_sq_x0_error[steps].unsqueeze(1))),
     }
     reverse = {name: ddpm.reverse_with_variance(eps_network, schedule, var) for name, var in variance.items()}
-    learned = fit_variance_outputs(eps_network, schedule, args.batch_size, generator, device)
+    learned = ddpm.fit_variance_outputs(eps_network, schedule, roll.swiss_roll, args.batch_size, generator,
+                                        device, LEARNED_ITERS, LEARNED_LR)
     reverse["learned"] = common.reverse_of(learned, schedule)
     print(f"variances ready in {time.perf_counter() - began:.1f} s (statistics on {N_MOMENTS} fresh points "
           f"per t; {LEARNED_ITERS} steps fitting the learned variance)")
+    return variance, reverse, mean_sq_x0_error
 
-    # 4. Each variance scored: K on the same held-out points and noise (paired), and its samples.
-    print(f"K on {args.n_heldout} held-out points, every t from 2 to {T}; {args.n_samples} samples each:")
+
+def score_variances(reverse, chapter3, schedule, args, device):
+    """README 5, "Five variances for one network" (the printout): K on the same held-out points and
+    noise (paired) and the samples of each variance, scored, then chapter 3's K on those points."""
+    print(f"K on {args.n_heldout} held-out points, every t from 2 to {schedule.T}; {args.n_samples} samples each:")
     kl, K, scores, samples = {}, {}, {}, {}
     for name in VARIANCES:
         kl[name] = roll.heldout_kl(reverse[name], schedule, args.n_heldout, args.seed, device)
         K[name] = roll.mean_and_se_bits(common.bound_K(kl[name], schedule))
-        chain = common.sample_chain(reverse[name], args.n_samples, T, torch.Generator().manual_seed(args.seed), device)
+        chain = common.sample_chain(reverse[name], args.n_samples, schedule.T,
+                                    torch.Generator().manual_seed(args.seed), device)
         samples[name] = chain[0].cpu()
         scores[name] = roll.score_samples(samples[name])
         print(f"variance={name}  K = {K[name][0]:.3f} bits  (se {K[name][1]:.3f})  "
               f"off-curve {100 * scores[name]['off_curve']:.2f}%  along-curve KS p = {scores[name]['ks_p']:.2g}")
-    gap = common.bound_K(kl["isotropic_best"], schedule) - common.bound_K(kl["analytic"], schedule)
-    print(f"isotropic_best - analytic = {roll.mean_and_se_bits(gap)[0]:.3f} bits (paired se "
-          f"{roll.mean_and_se_bits(gap)[1]:.3f}): what the network's distance from E[eps | x_t] costs")
-    if chapter3 is not None:
-        kl["chapter 3"] = roll.heldout_kl(common.reverse_of(chapter3, schedule), schedule, args.n_heldout,
-                                          args.seed, device)
-        K3 = roll.mean_and_se_bits(common.bound_K(kl["chapter 3"], schedule))
-        print(f"chapter 3's model ({args.chapter3}, {chapter3.config['covariance']} covariance, trained on K): "
-              f"K = {K3[0]:.3f} bits  (se {K3[1]:.3f})")
-    else:
+    gap = roll.mean_and_se_bits(common.bound_K(kl["isotropic_best"], schedule) - common.bound_K(kl["analytic"], schedule))
+    print(f"isotropic_best - analytic = {gap[0]:.3f} bits (paired se {gap[1]:.3f}): "
+          f"what the network's distance from E[eps | x_t] costs")
+    if chapter3 is None:
         print(f"no chapter-3 model at {args.chapter3}: run python scripts/03_train.py to compare")
+        return kl, K, scores, samples
+    kl["chapter 3"] = roll.heldout_kl(common.reverse_of(chapter3, schedule), schedule, args.n_heldout,
+                                      args.seed, device)
+    K3 = roll.mean_and_se_bits(common.bound_K(kl["chapter 3"], schedule))
+    print(f"chapter 3's model ({args.chapter3}, {chapter3.config['covariance']} covariance, trained on K): "
+          f"K = {K3[0]:.3f} bits  (se {K3[1]:.3f})")
+    return kl, K, scores, samples
 
-    # 5. Figures: the weights; the variances and where each loses its bits; the samples.
-    t_axis = steps.numpy()
+
+def draw_weights_and_variances(weight, mean_sq_x0_error, variance, kl, schedule, images):
+    """README 5, "What the simple loss drops" and "What each variance costs": 05_weights.png, the
+    weights and the network's error per step; 05_kl_per_step.png, the variances and where each
+    loses its bits against isotropic_best's, the best a single number per step can do (every
+    variance shares the eps-network's mean, so the KL terms differ little)."""
+    t_axis = torch.arange(2, schedule.T + 1).numpy()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for name, var in (("beta", "beta_t"), ("beta_tilde", "beta_tilde_t")):
         axes[0].semilogy(t_axis, weight[name][2:], marker=".", label=f"bound, sigma_t^2 = {var}")
@@ -221,28 +202,29 @@ def main():
     axes[1].set(xlabel="step t", ylabel="E||eps - eps_theta||^2 (fresh points)",
                 title="the trained eps-network's error, per step")
     fig.tight_layout()
-    figures.save_figure(fig, args.images / "05_weights.png")
+    figures.save_figure(fig, images / "05_weights.png")
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for name, var in variance.items():
-        axes[0].semilogy(t_axis, (var / beta_tilde)[2:], marker=".", label=name)
+        axes[0].semilogy(t_axis, (var / variance["beta_tilde"])[2:], marker=".", label=name)
     axes[0].set(xlabel="step t", ylabel="sigma_t^2 / beta_tilde_t", title="the isotropic variances")
     axes[0].legend()
-    # Every variance shares the eps-network's mean, so the KL terms differ little: each is drawn
-    # against isotropic_best's, the best a single number per step can do.
     for name, table in kl.items():
         axes[1].plot(t_axis, common.nats_to_bits((table - kl["isotropic_best"])[:, 2:].mean(0)), marker=".", label=name)
     axes[1].set(xlabel="step t", ylabel="KL_t - KL_t(isotropic_best), bits",
                 title="where each variance loses its bits")
     axes[1].legend()
     fig.tight_layout()
-    figures.save_figure(fig, args.images / "05_kl_per_step.png")
+    figures.save_figure(fig, images / "05_kl_per_step.png")
 
-    # Below each variance's samples: where along the curve they fell (u of the nearest curve
-    # point, uniform for the data), in U_BINS bins against the band chance gives at this size.
+
+def draw_samples(samples, K, scores, n_samples, images):
+    """README 5, "What it does to the samples": 05_samples.png. Below each variance's samples:
+    where along the curve they fell (u of the nearest curve point, uniform for the data), in
+    U_BINS bins against the band chance gives at this size."""
     fig, axes = plt.subplots(2, len(VARIANCES), figsize=(3.2 * len(VARIANCES), 6.4),
                              gridspec_kw={"height_ratios": [3, 2]})
-    expected = args.n_samples / U_BINS
+    expected = n_samples / U_BINS
     band = 2.0 * math.sqrt(expected * (1.0 - 1.0 / U_BINS)) / expected
     for top, bottom, name in zip(axes[0], axes[1], VARIANCES):
         figures.plot_points(top, samples[name], f"{name}\nK = {K[name][0]:.2f} bits, "
@@ -257,7 +239,36 @@ def main():
     axes[1, 0].set_ylabel("density / uniform")
     axes[1, 0].legend(loc="lower left")
     fig.tight_layout()
-    figures.save_figure(fig, args.images / "05_samples.png")
+    figures.save_figure(fig, images / "05_samples.png")
+
+
+def main():
+    parser = make_parser()
+    args, device, generator = cli.parse_and_prepare(parser)
+    if not args.reuse:
+        cli.output_file_or_exit(parser, args.checkpoint, "the checkpoint", example="ddpm.pt")
+    runs.prepare_training()
+    # Built before any other model, so its initial weights depend on --seed alone.
+    eps_network = ReverseModel(covariance="none").to(device)
+    chapter3, reused = load_checkpoints(parser, args, device)
+
+    # 1. Algorithm 1 on the same body as chapter 3, eps outputs only (or the network saved before).
+    if reused:
+        eps_network, schedule, saved = reused
+        print(f"reusing the eps-network in {args.checkpoint} ({saved['iteration']} iterations of L_simple)")
+    else:
+        eps_network, schedule = train(parser, args, eps_network, generator, device)
+    eps_network.eval()
+
+    # 2. The weights L_simple drops. 3. Five variances for the one network. 4. Each one scored.
+    beta, beta_tilde, weight = the_weights(schedule)
+    variance, reverse, mean_sq_x0_error = five_variances(eps_network, schedule, beta, beta_tilde,
+                                                         args, generator, device)
+    kl, K, scores, samples = score_variances(reverse, chapter3, schedule, args, device)
+
+    # 5. Figures: the weights; the variances and where each loses its bits; the samples.
+    draw_weights_and_variances(weight, mean_sq_x0_error, variance, kl, schedule, args.images)
+    draw_samples(samples, K, scores, args.n_samples, args.images)
     print(f"figures written to {args.images}/: 05_weights.png, 05_kl_per_step.png, 05_samples.png")
 
 

@@ -20,12 +20,8 @@ and, into images/:
 - 06_ddim_paths.png  deterministic DDIM paths from noise to the roll: the map eta = 0 follows
 - 06_quality.png   off-curve share, W1(u) and K against the number of steps, per sampler
 
-Two options measure where the samplers' errors come from (docs/claims.md); neither draws figures.
-With --bayes-eps the network is replaced by the best possible one, E[eps | x_t] by brute-force
-Bayes over the curve (roll.bayes_optimal_eps): what is left of the samplers' errors is the
-steps' own. Slow; its samples go to outputs/fewer_steps_bayes/. With --start data every chain
-starts from q(x_T), fresh roll points pushed forward to step T, instead of N(0, I): the
-deterministic samplers carry any mismatch of their start to the end, and this removes it.
+Where the samplers' errors come from (the network, the start or the step) is measured by
+docs/whose_error.py, with these functions (docs/claims.md).
 """
 import argparse
 import math
@@ -50,23 +46,15 @@ K_POINTS = 4000           # held-out points for K (standard error about 0.03 bit
 MOMENT_POINTS = 20_000    # roll points per step for E||eps_theta||^2 (Analytic-DPM's statistic)
 PATHS = 400               # deterministic paths drawn in 06_ddim_paths.png
 PATH_STEPS = 10           # ... with this many steps
-STARTS = ("noise", "data")
 K_RANGE = 4.0             # bits of K shown on 06_quality.png's linear axis, below the best run
 
 
-def steps_list(text):
-    """argparse type for --steps: comma-separated sub-sequence lengths, each from 2 to T."""
-    values = [cli.whole_number(2, common.T)(part) for part in text.split(",")]
-    if len(set(values)) != len(values):
-        raise argparse.ArgumentTypeError(f"each number of steps once, got '{text}'")
-    return sorted(values, reverse=True)
-
-
-def main():
+def make_parser():
+    """The chapter's options: the network, the numbers of steps and their spacing, the run's sizes."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=pathlib.Path, default=checkpoints.DDPM_CHECKPOINT,
                         help="chapter 5's eps-network (default: outputs/ddpm.pt, from scripts/05_ddpm.py)")
-    parser.add_argument("--steps", type=steps_list, default=list(STEPS),
+    parser.add_argument("--steps", type=cli.steps_list(2, common.T), default=list(STEPS),
                         help=f"comma-separated numbers of steps, each from 2 to T = {common.T} "
                              f"(default: {','.join(map(str, STEPS))})")
     parser.add_argument("--spacing", choices=ddim.SPACINGS, default="log_snr",
@@ -77,60 +65,57 @@ def main():
                         help="held-out points for K, 0 to skip K (default: %(default)s)")
     parser.add_argument("--moment-points", type=cli.positive_int, default=MOMENT_POINTS,
                         help="roll points per step for E||eps_theta||^2 (default: %(default)s)")
-    parser.add_argument("--out-dir", type=pathlib.Path, default=None,
-                        help="folder for the samples (default: outputs/fewer_steps, with _bayes added "
-                             "for --bayes-eps and _from_data for --start data)")
-    parser.add_argument("--start", choices=STARTS, default="noise",
-                        help="where every chain starts: noise, x_T ~ N(0, I) as a sampler must; data, "
-                             "x_T ~ q(x_T), fresh roll points pushed forward to step T, to measure what "
-                             "the start's mismatch costs. Draws no figures (default: %(default)s)")
-    parser.add_argument("--bayes-eps", action="store_true",
-                        help="sample with the best possible eps, E[eps | x_t] by brute-force Bayes over the "
-                             "curve, instead of the network: what the samplers do with no network error. "
-                             "Slow: 2,000 samples at 40 and 10 steps with --k-points 0 "
-                             "--moment-points 2000 took about 4 min of CPU. Draws no figures")
+    parser.add_argument("--out-dir", type=pathlib.Path, default=cli.OUTPUTS / "fewer_steps",
+                        help="folder for the samples (default: outputs/fewer_steps)")
     cli.add_standard_args(parser)
-    args, device, generator = cli.parse_and_prepare(parser)
-    if args.out_dir is None:
-        args.out_dir = cli.OUTPUTS / ("fewer_steps" + ("_bayes" if args.bayes_eps else "")
-                                           + ("_from_data" if args.start == "data" else ""))
-    cli.writable_dir_or_exit(parser, args.out_dir, "the samples")
-    if args.bayes_eps:
-        schedule = common.make_schedule()
-        network = roll.bayes_optimal_eps(schedule)
-    else:
-        try:
-            network, schedule, _ = checkpoints.load_eps_network(args.checkpoint, device)
-        except checkpoints.CheckpointError as error:
-            parser.exit(1, f"error: {error}\n")
+    return parser
 
-    # Analytic-DPM's statistic is a property of the network at its own steps; each respaced chain
-    # reads it at the steps it keeps and puts it into its own variance formula.
-    mean_sq_eps, _ = roll.eps_moments(network, schedule, args.moment_points, generator, device)
-    half_range = roll.half_range()   # Analytic-DPM's clip
-    print(f"{args.n_samples} samples per run, the same x_T ~ {'N(0, I)' if args.start == 'noise' else 'q(x_T)'} "
-          f"for every run; K in bits on {args.k_points} held-out points; eps from "
-          f"{'brute-force Bayes (no network)' if args.bayes_eps else args.checkpoint}")
+
+def load_network(parser, args, device):
+    """Chapter 5's eps-network and its schedule; a missing or foreign file exits in one line."""
+    try:
+        network, schedule, _ = checkpoints.load_eps_network(args.checkpoint, device)
+    except checkpoints.CheckpointError as error:
+        parser.exit(1, f"error: {error}\n")
+    return network, schedule
+
+
+def kept_steps(schedule, args, start, eps_from):
+    """README 6, "Where to put the steps": the sub-sequence tau for each number of steps, printed
+    after a line saying where the chains start (start) and who gives eps (eps_from)."""
+    print(f"{args.n_samples} samples per run, the same x_T ~ {start} for every run; K in bits on "
+          f"{args.k_points} held-out points; eps from {eps_from}")
     tau = {steps: ddim.sub_sequence(schedule, steps, args.spacing) for steps in args.steps}
     print(f"the steps kept, spread evenly in {args.spacing}:")
     for steps in args.steps:
         print(f"  {steps:2d} steps: t = {', '.join(map(str, tau[steps]))}")
+    return tau
 
+
+def four_samplers(network, respaced, t_of, mean_sq_eps):
+    """README 6, "Four samplers, one network": each a reverse process on the respaced schedule.
+    Analytic-DPM's statistic is a property of the network at its own steps; each respaced chain
+    reads it at the steps it keeps and puts it into its own variance formula."""
+    net = ddim.on_respaced_steps(network, t_of)
+    analytic_var = ddim.respaced_analytic_variance(respaced, t_of, mean_sq_eps, roll.half_range())
+    return {"ddim_eta0": ddim.ddim_reverse(net, respaced, 0.0),
+            "ddim_eta1": ddim.ddim_reverse(net, respaced, 1.0),
+            "analytic": ddpm.reverse_with_variance(net, respaced, analytic_var),
+            "ddim_heun": ddim.ddim_reverse(net, respaced, 0.0, second_order=True)}
+
+
+def sample_and_score(network, schedule, tau, mean_sq_eps, args, device, draw_x_T=None):
+    """README 6, the table: every sampler at every number of steps, from the same x_T (N(0, I), or
+    draw_x_T(generator) if given), its samples saved and scored, K for the stochastic ones; one
+    row printed per run. Returns {(sampler, steps): (scores, K)}, the samples and the paths drawn."""
     print(f"{'sampler':<10} {'steps':>5} {'off_curve_%':>11} {'W1_u':>7} {'KS_p':>8} {'K_bits':>7} {'K_se':>6}")
     results, samples, paths = {}, {}, None
     for steps in args.steps:
         respaced, t_of = ddim.respace(schedule, tau[steps])
-        net = ddim.on_respaced_steps(network, t_of)
-        analytic_var = ddim.respaced_analytic_variance(respaced, t_of, mean_sq_eps, half_range)
-        reverses = {"ddim_eta0": ddim.ddim_reverse(net, respaced, 0.0),
-                    "ddim_eta1": ddim.ddim_reverse(net, respaced, 1.0),
-                    "analytic": ddpm.reverse_with_variance(net, respaced, analytic_var),
-                    "ddim_heun": ddim.ddim_reverse(net, respaced, 0.0, second_order=True)}
-        for name, reverse in reverses.items():
+        for name, reverse in four_samplers(network, respaced, t_of, mean_sq_eps).items():
             # a generator seeded afresh for each run: every run starts from the same x_T
             run_generator = torch.Generator().manual_seed(args.seed)
-            x_T = (None if args.start == "noise"
-                   else roll.noised_roll(args.n_samples, schedule.T, schedule, run_generator)[2])
+            x_T = None if draw_x_T is None else draw_x_T(run_generator)
             trajectory = common.sample_chain(reverse, args.n_samples, steps, run_generator, device, x_T=x_T)
             x0 = trajectory[0].cpu()
             checkpoints.save_array(args.out_dir / f"{name}_{steps}.npy", x0)
@@ -145,15 +130,32 @@ def main():
             print(f"{name:<10} {steps:>5} {100 * scores['off_curve']:>11.2f} {scores['w1_u']:>7.4f} "
                   f"{scores['ks_p']:>8.2g} {'-' if K is None else f'{K[0]:.3f}':>7} "
                   f"{'-' if K is None else f'{K[1]:.3f}':>6}", flush=True)
+    return results, samples, paths
+
+
+def real_roll_band(args):
+    """W1(u)'s 5-95% band for real roll samples of this size, printed: the table's yardstick."""
     lo, hi = roll.w1_band(args.n_samples)
     print(f"real roll samples of this size: W1(u) {lo:.4f}-{hi:.4f} (5-95%); samples in {args.out_dir}/")
+    return lo, hi
 
-    if args.bayes_eps or args.start == "data":
-        return
+
+def main():
+    parser = make_parser()
+    args, device, generator = cli.parse_and_prepare(parser)
+    cli.writable_dir_or_exit(parser, args.out_dir, "the samples")
+    network, schedule = load_network(parser, args, device)
+
+    # Analytic-DPM's statistic, E||eps_theta||^2 at each of the network's own steps.
+    mean_sq_eps, _ = roll.eps_moments(network, schedule, args.moment_points, generator, device)
+    tau = kept_steps(schedule, args, "N(0, I)", args.checkpoint)
+    results, samples, paths = sample_and_score(network, schedule, tau, mean_sq_eps, args, device)
+    band = real_roll_band(args)
+
     draw_samples(args.images / "06_samples.png", samples, args.steps)
     if paths is not None:
         draw_paths(args.images / "06_ddim_paths.png", paths)
-    draw_quality(args.images / "06_quality.png", results, args.steps, (lo, hi))
+    draw_quality(args.images / "06_quality.png", results, args.steps, band)
     print(f"figures written to {args.images}/: 06_samples.png, "
           f"{'06_ddim_paths.png, ' if paths is not None else ''}06_quality.png")
 

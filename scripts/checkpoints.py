@@ -138,6 +138,16 @@ def load_eps_network(path, device="cpu"):
     return model, schedule, checkpoint
 
 
+
+def load_trained_on_K(path, device="cpu"):
+    """Load chapter 3's model like load_checkpoint, refusing in one line chapter 5's eps-network,
+    whose outputs mean other things, when it is given for the model trained on K (--chapter3)."""
+    model, schedule, checkpoint = load_checkpoint(path, device)
+    if checkpoint["model_config"].get("covariance") == "none":
+        raise CheckpointError(f"{path} holds an eps-network, not a model trained on K: give --chapter3 "
+                              f"the checkpoint of scripts/03_train.py")
+    return model, schedule, checkpoint
+
 UNET_CHECKPOINT_FORMAT = "diffusion-walkthrough unet checkpoint v1"
 PICTURES_CHECKPOINT = OUTPUTS / "pictures" / "unet.pt"
 PICTURES_COMMAND = "python scripts/08_pictures.py"

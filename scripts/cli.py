@@ -18,6 +18,16 @@ OUTPUTS = ROOT / "outputs"   # weights and samples (git-ignored, regenerated)
 MAX_SEED = 2 ** 63 - 1       # torch's generators take any whole number from 0 to this
 
 
+def load_chapter(name):
+    """A chapter script (e.g. "06_fewer_steps.py") imported as a module, its main() not run: how the
+    lab notes' scripts in docs/ run a chapter's steps without copying them."""
+    path = ROOT / "scripts" / name
+    spec = importlib.util.spec_from_file_location("chapter_" + path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def whole_number(minimum, maximum=None):
     """An argparse type: a whole number from minimum (to maximum, if given)."""
     allowed = f"at least {minimum}" if maximum is None else f"from {minimum} to {maximum}"
@@ -36,6 +46,18 @@ def whole_number(minimum, maximum=None):
 
 positive_int = whole_number(1)
 seed_int = whole_number(0, MAX_SEED)
+
+
+def steps_list(minimum, maximum):
+    """An argparse type: comma-separated whole numbers of steps, each from minimum to maximum and
+    each once, returned from the largest down."""
+    def parse(text):
+        values = [whole_number(minimum, maximum)(part) for part in text.split(",")]
+        if len(set(values)) != len(values):
+            raise argparse.ArgumentTypeError(f"each number of steps once, got '{text}'")
+        return sorted(values, reverse=True)
+
+    return parse
 
 
 def positive_float(text):
@@ -98,15 +120,6 @@ def names_from(allowed):
         return names
 
     return parse
-
-
-def chapter(filename):
-    """A numbered chapter script, e.g. "09_guidance.py", as a module (a name that starts with a
-    digit cannot be imported): the studies in docs/ call a chapter's steps instead of copying them."""
-    spec = importlib.util.spec_from_file_location(f"chapter_{filename[:-3]}", ROOT / "scripts" / filename)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def add_standard_args(parser, seed=0):

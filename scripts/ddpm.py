@@ -1,6 +1,6 @@
 """What DDPM changed (README, chapter 5): the bound in DDPM's form, Algorithm 2's mean, the weights
 L_simple drops, and the reverse variances an eps-network can be given (fixed, Analytic-DPM's, the
-best isotropic one).
+best isotropic one, one learned per point).
 
 Every function here reads the steps only through the Schedule (beta_t, alpha_bar_t), so it serves
 a respaced schedule (ddim.respace, chapter 6) as well as ours. Tables of variances have T + 1
@@ -12,6 +12,7 @@ import torch
 
 import common
 from common import D
+from model import ReverseModel
 
 
 class ELBOTerms(NamedTuple):
@@ -98,3 +99,38 @@ def reverse_with_variance(network, schedule, var):
         return ddpm_mean(x_t, eps, t, schedule), common.identity_times(common.at(var, t), x_t)
 
     return reverse
+
+
+def variance_table(schedule, per_step):
+    """A table indexed by t from the values for t = 2..T; t = 1 holds the fixed kernel's beta_1."""
+    return torch.cat([torch.tensor([0.0, float(schedule.beta[1])], dtype=torch.float64),
+                      torch.as_tensor(per_step, dtype=torch.float64).flatten()])
+
+
+def fit_variance_outputs(eps_network, schedule, draw_x0, batch_size, generator, device, iters, lr):
+    """The "learned" variance: chapter 3's model with diagonal covariance, its body and eps outputs
+    copied from the eps-network and frozen, and only the outputs of L trained, on the bound -K, for
+    `iters` Adam steps on batches of draw_x0(batch_size, generator). Frozen, the mean is DDPM's;
+    only the variance of each point's step is learned."""
+    model = ReverseModel(**{**eps_network.config, "covariance": "diagonal"}).to(device)
+    state = eps_network.state_dict()
+    for name in ("output.weight", "output.bias"):   # rows 0..D-1: eps; the new rows start at L = I
+        state[name] = torch.cat([state[name], model.state_dict()[name][D:]])
+    model.load_state_dict(state)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    head = [model.output.weight, model.output.bias]
+    variance_rows = torch.arange(len(model.output.bias), device=device) >= D
+    for parameter in head:
+        parameter.requires_grad_(True)
+        parameter.register_hook(lambda grad: grad * variance_rows.reshape(-1, *[1] * (grad.dim() - 1)))
+    optimizer = torch.optim.Adam(head, lr=lr)
+    reverse = common.reverse_of(model, schedule)
+    for _ in range(iters):
+        x0 = draw_x0(batch_size, generator).to(device)
+        t = torch.randint(2, schedule.T + 1, (batch_size,), generator=generator).to(device)
+        loss = common.kl_one_step(reverse, x0, t, schedule, generator).mean()  # -K up to constants
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return model.eval()

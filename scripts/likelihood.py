@@ -1,11 +1,12 @@
 """How tight is K (README, chapter 7): the importance-weighted bound on the log-likelihood, and
-schedules of any length T that keep both ends of ours.
+schedules of any length T that keep both ends of ours, with the best K each allows.
 """
 import math
 
 import torch
 
 import common
+import roll
 
 SCHEDULE_SHAPES = ("linear", "power", "cosine")
 POWER, POWER_BETA_T = 1.7, 0.3   # the "power" path: the schedule of this walkthrough's first versions
@@ -104,3 +105,39 @@ def iw_log_weights(model, schedule, x0, trajectories, generator=None, trajectori
         log_w = log_weight(reverse, x0.repeat(m, 1), schedule, generator)
         columns.append(log_w.reshape(m, len(x0)).T)
     return torch.cat(columns, dim=1)
+def importance_weighted_bounds(log_weights, m_values):
+    """For each M, the importance-weighted bound per point (nats): the (n, M_max) table of log
+    weights is cut into M_max // M disjoint groups of M trajectories, and a point's value is the
+    mean of its groups' bounds, an unbiased estimate of the M-trajectory bound with less noise."""
+    n, m_max = log_weights.shape
+    bounds = {}
+    for m in m_values:
+        groups = m_max // m
+        grouped = log_weights[:, :groups * m].reshape(n * groups, m)
+        bounds[m] = importance_weighted_bound(grouped).reshape(n, groups).mean(dim=1)
+    return bounds
+
+
+def best_K_both_classes(schedule, n, seed, n_curve=roll.CURVE_POINTS):
+    """K per held-out point (nats) of the best Gaussian reverse process with full and with
+    diagonal covariance, on the same points and noise (roll.heldout_K, so paired).
+
+    The diagonal class's step is the full one with Cov(x0 | x_t)'s off-diagonal cut, and the
+    forward posterior's part sigma_tilde^2 I is diagonal already, so its covariance is the full
+    step's covariance cut to its diagonal: the brute-force posterior moments, the slow part, are
+    computed once and replayed for the diagonal class at the very same x_t."""
+    full = roll.bayes_optimal_reverse(schedule, "full", n_curve)
+    steps = {}
+
+    def full_recorded(x_t, t):
+        steps[int(t[0])] = (x_t, *full(x_t, t))
+        return steps[int(t[0])][1:]
+
+    def diagonal_replayed(x_t, t):
+        x_seen, mean, cov = steps[int(t[0])]
+        if not torch.equal(x_seen, x_t):
+            raise RuntimeError("the diagonal class was asked about other points than the full one")
+        return mean, torch.diag_embed(torch.diagonal(cov, dim1=-2, dim2=-1))
+
+    K_full = roll.heldout_K(full_recorded, schedule, n, seed)
+    return {"full": K_full, "diagonal": roll.heldout_K(diagonal_replayed, schedule, n, seed)}

@@ -55,7 +55,7 @@ DEFAULT_TIMEOUT = 300  # seconds; a script that hangs fails its test instead of 
 
 
 def _script_path(name):
-    path = SCRIPTS / name
+    path = ROOT / name if "/" in name else SCRIPTS / name   # "docs/<study>.py": a lab note's script
     if not path.is_file():
         raise FileNotFoundError(f"no script {path}")
     return path
@@ -99,7 +99,8 @@ _loaded = {}
 
 
 def load_script(name):
-    """Import scripts/<name> (e.g. "04_sample.py") as a module, once; its main() is not run."""
+    """Import scripts/<name> (e.g. "04_sample.py", or "docs/whose_error.py" from the repository's
+    root) as a module, once; its main() is not run."""
     if name not in _loaded:
         path = _script_path(name)
         module_name = "script_" + path.stem  # "04_sample" is not an identifier; this is

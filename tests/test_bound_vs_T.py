@@ -13,7 +13,7 @@ import common
 import likelihood
 import checkpoints
 import roll
-from conftest import load_script, start_script
+from conftest import start_script
 from model import ReverseModel
 
 D = common.D
@@ -104,7 +104,7 @@ def test_one_trajectory_bound_matches_K_of_a_small_trained_model(small_model):
           f"difference {mean:+.4f} +- {se:.4f}")
     assert se < 0.05, f"se of the difference {se:.3f} nats: too noisy to check anything"
     assert abs(mean) < 4 * se, f"one-trajectory bound minus K = {mean:+.4f} +- {se:.4f} nats, expected 0 within 4 se"
-    rise = load_script("07_bound.py").importance_weighted_bounds(table, [1, 8])
+    rise = likelihood.importance_weighted_bounds(table, [1, 8])
     gain = rise[8] - rise[1]
     gain_mean, gain_se = gain.mean().item(), gain.std().item() / math.sqrt(n)
     assert gain_mean > 4 * gain_se, f"M=8 minus M=1: {gain_mean:+.4f} +- {gain_se:.4f} nats, expected a rise > 4 se"
@@ -162,9 +162,9 @@ def small_case(T):
 
 
 def test_both_classes_at_once_equal_brute_force_bayes_run_per_class():
-    """The script's shortcut (posterior moments computed once, the diagonal class cut from the
-    full one) gives, point by point, the K of roll.bayes_optimal_reverse run for each class."""
-    best_K_both_classes = load_script("07_bound.py").best_K_both_classes
+    """best_K_both_classes's shortcut (posterior moments computed once, the diagonal class cut
+    from the full one) gives, point by point, the K of roll.bayes_optimal_reverse run for each class."""
+    best_K_both_classes = likelihood.best_K_both_classes
     schedule = small_case(10)
     both = best_K_both_classes(schedule, 100, seed=4, n_curve=2000)
     for covariance in ("diagonal", "full"):
@@ -178,7 +178,7 @@ def test_best_K_grows_from_10_to_40_steps():
     points): the diagonal class by more than 4 se of the paired difference (about 0.5 nats here),
     the full class, closer to its best already at T = 10, by more than 2 se (about 0.16 nats);
     and at each T full covariance does no worse than diagonal."""
-    best_K_both_classes = load_script("07_bound.py").best_K_both_classes
+    best_K_both_classes = likelihood.best_K_both_classes
     n = 1000
     few, many = (best_K_both_classes(small_case(T), n, seed=5, n_curve=2000) for T in (10, 40))
     for covariance, margin in (("diagonal", 4), ("full", 2)):

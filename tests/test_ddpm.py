@@ -208,11 +208,41 @@ def check_weights_table(out, schedule):
                 f"t = {t}: w_t (sigma^2 = {name}) printed {printed}, is {want[name]:.4f}")
 
 
+def check_fixed_variance_rows(lines, checkpoint, n_heldout, seed=0):
+    """The printed rows of the two fixed variances, K entry by entry, against K computed apart: the
+    saved eps-network's mean written out from DDPM's Algorithm 2, the variances from their own
+    definitions (beta_t; beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t, alpha_bar
+    by a Python loop), on the script's held-out points and noise. Rows with beta and beta_tilde
+    swapped, or either variance taken from the other's table, fail."""
+    network, schedule, _ = checkpoints.load_eps_network(checkpoint)
+    alpha_bar = [1.0]
+    for b in schedule.beta[1:].tolist():
+        alpha_bar.append(alpha_bar[-1] * (1.0 - b))
+    variances = {"beta": [float(b) for b in schedule.beta],
+                 "beta_tilde": [0.0, 0.0] + [float(schedule.beta[t]) * (1 - alpha_bar[t - 1]) / (1 - alpha_bar[t])
+                                             for t in range(2, schedule.T + 1)]}
+    printed = {name: (float(k), float(se)) for name, k, se, _, _ in lines}
+    apart = {}
+    for name, var in variances.items():
+        def reverse(x_t, t, var=var):
+            t = int(torch.as_tensor(t).flatten()[0])
+            beta_t = float(schedule.beta[t])
+            with torch.no_grad():
+                eps = network(x_t, torch.full((len(x_t),), t))[0]
+            mean = (x_t - beta_t / math.sqrt(1 - alpha_bar[t]) * eps) / math.sqrt(1 - beta_t)
+            return mean, var[t] * torch.eye(2, dtype=x_t.dtype).expand(len(x_t), 2, 2)
+        apart[name] = roll.mean_and_se_bits(roll.heldout_K(reverse, schedule, n_heldout, seed))
+        assert abs(printed[name][0] - apart[name][0]) <= 0.0015, (
+            f"variance={name}: K printed {printed[name][0]:.3f} bits, computed apart {apart[name][0]:.4f}")
+    assert abs(apart["beta"][0] - apart["beta_tilde"][0]) > 0.01, f"the two fixed variances score alike: {apart}"
+
+
 def test_script_prints_the_five_variance_lines_and_best_isotropic_beats_both_fixed(tmp_path, monkeypatch, capsys):
     """A very short run of main(), in this process: the five lines, in the documented form and
     order; the best isotropic variance scores at least as well as beta_t and beta_tilde_t (it
     maximises each KL term; allowed 3 standard errors of Monte Carlo, since it was fitted on other
-    points); chapter 3's K; the checkpoint and the figures written."""
+    points); the rows of beta_t and beta_tilde_t against their K computed apart; chapter 3's K; the
+    checkpoint and the figures written."""
     folder = tmp_path
     chapter = load_script("05_ddpm.py")
     monkeypatch.setattr(chapter, "N_MOMENTS", 2000)
@@ -228,6 +258,7 @@ def test_script_prints_the_five_variance_lines_and_best_isotropic_beats_both_fix
         assert K["isotropic_best"][0] >= K[fixed][0] - 3 * K[fixed][1], f"isotropic_best below {fixed}: {K}"
     assert re.search(r"^chapter 3's model .*: K = -?[\d.]+ bits  \(se [\d.]+\)$", out, re.MULTILINE), out
     check_weights_table(out, SCHEDULES["ours"])
+    check_fixed_variance_rows(lines, folder / "ddpm.pt", n_heldout=500)
     model, _, _ = checkpoints.load_eps_network(folder / "ddpm.pt")
     assert model.config["covariance"] == "none"
     for figure in ("05_weights.png", "05_kl_per_step.png", "05_samples.png"):

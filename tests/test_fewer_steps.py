@@ -349,10 +349,10 @@ def test_script_prints_one_row_per_run_asks_the_network_only_at_the_kept_steps_a
 
 def test_start_data_begins_every_run_at_the_same_draw_from_q_x_T_and_draws_no_figures(
         eps_checkpoint, tmp_path, monkeypatch, capsys):
-    """--start data: every chain starts from the same draw of q(x_T), the seed's roll points pushed
-    forward to step T with fresh N(0, I) noise; no figure is drawn. (q(x_T) is close to N(0, I) in
-    KL, about 0.003 nats here, so this is checked through the noise that x_T implies, which N(0, I)
-    points, the default start, fail.)"""
+    """docs/whose_error.py --start data: every chain starts from the same draw of q(x_T), the seed's
+    roll points pushed forward to step T with fresh N(0, I) noise; no figure is drawn. (q(x_T) is
+    close to N(0, I) in KL, about 0.003 nats here, so this is checked through the noise that x_T
+    implies, which N(0, I) points, the default start, fail.)"""
     n, starts = 1000, []
     real_sample_chain = common.sample_chain
 
@@ -362,10 +362,10 @@ def test_start_data_begins_every_run_at_the_same_draw_from_q_x_T_and_draws_no_fi
         return trajectory
 
     monkeypatch.setattr(common, "sample_chain", recording)
-    code, _, err = call_main(SCRIPT, ["--checkpoint", eps_checkpoint, "--images", tmp_path / "images",
-                                      "--out-dir", tmp_path / "out", "--steps", "2", "--n-samples", n,
-                                      "--k-points", 0, "--moment-points", 100, "--device", "cpu",
-                                      "--start", "data"], monkeypatch, capsys)
+    code, _, err = call_main("docs/whose_error.py", ["--checkpoint", eps_checkpoint, "--images", tmp_path / "images",
+                                                     "--out-dir", tmp_path / "out", "--steps", "2", "--n-samples", n,
+                                                     "--k-points", 0, "--moment-points", 100, "--device", "cpu",
+                                                     "--start", "data"], monkeypatch, capsys)
     assert code == 0, err
     assert len(starts) == 4 and all(torch.equal(starts[0], x_T) for x_T in starts), "the samplers started apart"
     assert not (tmp_path / "images").exists() or not any((tmp_path / "images").iterdir()), "figures drawn"
