@@ -44,7 +44,7 @@ def lam_and_rate(t):
     alpha_bar = song_alpha_bar(t)
     lam = torch.log(alpha_bar) - torch.log1p(-alpha_bar)
     (rate,) = torch.autograd.grad(lam, t)
-    return float(lam), float(rate)
+    return float(lam.detach()), float(rate)
 
 
 def exact_eps(x, lam):
