@@ -21,21 +21,22 @@ N_SAMPLES = 300                                          # samples drawn and sco
 SHOWN_T = (10, 40, 80, 140)                              # the steps of the eps-prediction figure
 
 
-def noised(x0, eps, t):
+def x_t_from_eps(x0, eps, t):
     """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps: q(x_t | x0) in one draw."""
     alpha_bar_t = ALPHA_BAR[t.cpu()].reshape(-1, 1, 1, 1).to(x0.device)
     return alpha_bar_t.sqrt() * x0 + (1.0 - alpha_bar_t).sqrt() * eps
 
 
 def train(eps_model, data):
-    """Algorithm 1: repeat { x0 ~ data, t ~ U{1..T}, eps ~ N(0, I); step on ||eps - eps_theta(x_t, t)||^2 }."""
+    """Algorithm 1: x0 from the data, t ~ U{1..T}, eps ~ N(0, I), a step on ||eps - eps_theta(x_t, t)||^2."""
     optimizer = torch.optim.Adam(eps_model.parameters(), lr=LR)
     decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, ITERS)
     for _ in range(ITERS):
         x0 = data[torch.randint(len(data), (BATCH_SIZE,))]
         t = torch.randint(1, T + 1, (BATCH_SIZE,), device=data.device)
         eps = torch.randn_like(x0)
-        loss = (eps - eps_model(noised(x0, eps, t), t)).square().mean()
+        x_t = x_t_from_eps(x0, eps, t)
+        loss = (eps - eps_model(x_t, t)).square().mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -43,7 +44,7 @@ def train(eps_model, data):
 
 
 def reverse_step(eps_model, x_t, t, z):
-    """x_{t-1} = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps_theta(x_t, t)) / sqrt(1 - beta_t) + sqrt(beta_t) z; no z at t = 1."""
+    """One step of Algorithm 2: x_{t-1} from x_t, the network's eps and fresh noise z (none at t = 1)."""
     beta_t, alpha_bar_t = float(BETA[t]), float(ALPHA_BAR[t])
     eps = eps_model(x_t, torch.full((len(x_t),), t, device=x_t.device))
     mean = (x_t - beta_t / (1.0 - alpha_bar_t) ** 0.5 * eps) / (1.0 - beta_t) ** 0.5
@@ -64,10 +65,11 @@ def draw_eps_prediction(eps_model, x0, path):
     """One digit x0 and one eps; at each t of SHOWN_T, x_t, the network's eps_hat and the x0_hat it implies."""
     eps, (fig, axes) = torch.randn_like(x0), plt.subplots(len(SHOWN_T), 5, figsize=(7, 1.6 * len(SHOWN_T)))
     for row, t in zip(axes, SHOWN_T):
-        x_t = noised(x0, eps, torch.tensor([t]))
+        x_t = x_t_from_eps(x0, eps, torch.tensor([t]))
         eps_hat = eps_model(x_t, torch.tensor([t], device=x0.device))
         x0_hat = (x_t - (1.0 - ALPHA_BAR[t]).sqrt() * eps_hat) / ALPHA_BAR[t].sqrt()
-        for ax, image, name in zip(row, (x0, eps, x_t, eps_hat, x0_hat), ("x0", "eps", f"x_t, t = {t}", "eps_hat", "x0_hat")):
+        names = ("x0", "eps", f"x_t, t = {t}", "eps_hat", "x0_hat")
+        for ax, image, name in zip(row, (x0, eps, x_t, eps_hat, x0_hat), names):
             show_digits(ax, image.cpu(), 1, name, low=-1.0, high=1.0)
     fig.savefig(path)
 
@@ -83,8 +85,8 @@ def main():
     train(eps_model, digits.to_unit(train_x).to(device))
     samples = digits.to_levels(sample(eps_model, N_SAMPLES, device))
     classifier = digits.fit_digit_classifier(train_x, train_y)
-    print(f"share a digit classifier calls with confidence > {digits.CONFIDENT}: samples "
-          f"{digits.confident_share(classifier, samples)[0]:.2f}, held-out digits {digits.confident_share(classifier, heldout_x)[0]:.2f}")
+    share, heldout_share = (digits.confident_share(classifier, x)[0] for x in (samples, heldout_x))
+    print(f"called a digit with confidence > {digits.CONFIDENT}: samples {share:.2f}, held-out digits {heldout_share:.2f}")
     draw_eps_prediction(eps_model, digits.to_unit(heldout_x[:1]).to(device), cli.IMAGES / "00_eps_prediction.png")
     fig, ax = plt.subplots(figsize=(6, 6))
     show_digits(ax, samples[:100], 10, f"the first 100 of {N_SAMPLES} samples of Algorithm 2")

@@ -3,6 +3,7 @@ its Algorithm 2 takes the chapters' reverse step for the same z (and DDPM's mean
 at t = 1), its sampler with the exact eps of Gaussian pixels reaches their law, and the page runs
 end to end with tiny settings."""
 import math
+import re
 import sys
 
 import pytest
@@ -12,6 +13,7 @@ import cli
 import common
 import ddpm
 import guidance
+from conftest import ROOT
 
 SCRIPT = "00_one_page.py"
 
@@ -44,7 +46,7 @@ def test_algorithm_1_makes_the_x_t_of_the_forward_closed_form(page, schedule):
     eps = torch.randn(64, 1, 8, 8, generator=generator)
     t = torch.randint(1, page.T + 1, (64,), generator=generator)
     expected = common.x_t_from_eps(x0.reshape(64, 64).double(), eps.reshape(64, 64).double(), t, schedule)
-    assert torch.allclose(page.noised(x0, eps, t).reshape(64, 64).double(), expected, atol=2e-6)
+    assert torch.allclose(page.x_t_from_eps(x0, eps, t).reshape(64, 64).double(), expected, atol=2e-6)
 
 
 @pytest.mark.parametrize("t", [2, 3, 50, 199, 200])
@@ -90,3 +92,16 @@ def test_the_page_runs_end_to_end_with_tiny_settings(page, tmp_path, monkeypatch
     printed = capsys.readouterr().out
     assert "samples 0." in printed and "held-out digits 0.8" in printed, printed
     assert {p.name for p in tmp_path.iterdir()} == {"00_eps_prediction.png", "00_samples.png"}
+
+
+def test_the_readme_shows_algorithm_1_and_2_as_the_script_has_them():
+    """Each python block of README section 0 is a verbatim piece of the script, and together
+    they hold x_t_from_eps, train, reverse_step and sample."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## 0. Diffusion on one page"):]
+    section = section[:section.index("\n## ", 1)]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    script = (ROOT / "scripts" / SCRIPT).read_text()
+    assert all(block in script for block in blocks), [block[:60] for block in blocks if block not in script]
+    shown = "".join(blocks)
+    assert all(f"def {name}(" in shown for name in ("x_t_from_eps", "train", "reverse_step", "sample")), shown
