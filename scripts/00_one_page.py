@@ -7,6 +7,7 @@ import argparse
 
 import matplotlib.pyplot as plt
 import torch
+from tqdm import tqdm
 
 import cli
 import digits
@@ -31,7 +32,7 @@ def train(eps_model, data):
     """Algorithm 1: x0 from the data, t ~ U{1..T}, eps ~ N(0, I), a step on ||eps - eps_theta(x_t, t)||^2."""
     optimizer = torch.optim.Adam(eps_model.parameters(), lr=LR)
     decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, ITERS)
-    for _ in range(ITERS):
+    for _ in tqdm(range(ITERS), desc="Algorithm 1"):
         x0 = data[torch.randint(len(data), (BATCH_SIZE,))]
         t = torch.randint(1, T + 1, (BATCH_SIZE,), device=data.device)
         eps = torch.randn_like(x0)
