@@ -1,4 +1,4 @@
-"""Each plausible bug of issue 20's list, made on a copy of the repository, must fail its test.
+"""Each plausible bug of issues 20 and 27, made on a copy of the repository, must fail its test.
 
 For every mutation below (a bug someone could plausibly write), this copies scripts/, tests/,
 docs/, images/ and pytest.ini to a temporary folder, makes the one change there, runs the tests meant
@@ -17,6 +17,7 @@ import sys
 import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+LAWS = "tests/test_inpainting_laws.py::"
 
 # (name, file, the line as it is, the bug, the tests that must fail)
 M = [
@@ -86,6 +87,23 @@ M = [
   "common.sample_chain(reverse, args.n_samples, steps, run_generator, device, x_T=x_T)",
   "common.sample_chain(reverse, args.n_samples, steps, run_generator, device)",
   ["tests/test_fewer_steps.py::test_start_data_begins_every_run_at_the_same_draw_from_q_x_T_and_draws_no_figures"]),
+ # issue 27's list: the inpainting samplers held to the conditional law of Gaussian data
+ ("M13 reconstruction guidance steps up the gradient", "scripts/guidance.py",
+  "return x_prev - (zeta / error.clamp_min(1e-8))", "return x_prev + (zeta / error.clamp_min(1e-8))",
+  [LAWS + "test_reconstruction_guidance_reaches_near_the_conditional_law",
+   LAWS + "test_reconstruction_guidance_lowers_the_visible_pixels_error_of_x0_hat_along_the_chain"]),
+ ("M14 reconstruction guidance scaled by zeta / ||r||^2", "scripts/guidance.py",
+  "return x_prev - (zeta / error.clamp_min(1e-8))", "return x_prev - (zeta / error.clamp_min(1e-8) ** 2)",
+  [LAWS + "test_reconstruction_guidance_reaches_near_the_conditional_law"]),
+ ("M15 RePaint's jump back up the chain one step short", "scripts/guidance.py",
+  "x = jump_forward(x, t_lo, t_hi, schedule, generator)", "x = jump_forward(x, t_lo, t_hi - 1, schedule, generator)",
+  [LAWS + "test_repaint_comes_closer_to_the_conditional_law_the_more_it_resamples"]),
+ ("M16 RePaint's jump skipped", "scripts/guidance.py",
+  "x = jump_forward(x, t_lo, t_hi, schedule, generator)", "x = x",
+  [LAWS + "test_repaint_comes_closer_to_the_conditional_law_the_more_it_resamples"]),
+ ("M17 probability-flow velocity (sigma^2 / 2)(x + sigma^2 grad log q)", "scripts/continuous.py",
+  "return 0.5 * sigma ** 2 * x - 0.5 * sigma * eps_at(x, lam)", "return 0.5 * sigma ** 2 * x - 0.5 * sigma ** 3 * eps_at(x, lam)",
+  ["tests/test_probability_flow.py::test_probability_flow_velocity_is_song_et_als_ode_in_the_log_snr"]),
 ]
 
 

@@ -67,3 +67,15 @@ def test_every_function_the_readme_names_exists():
     missing = sorted(f"{module}.{name}" for module, name in named
                      if not hasattr(importlib.import_module(module), name))
     assert not missing, f"the README names what the code does not define: {missing}"
+
+
+def test_every_function_the_cheat_sheet_names_exists():
+    """docs/cheatsheet.md names a function on every line; each `module.name` must be defined there."""
+    import importlib
+    sheet = (ROOT / "docs" / "cheatsheet.md").read_text()
+    named = set(re.findall(r"`(\w+)\.(\w+)`", sheet))
+    assert len(named) > 30, f"the cheat sheet names only {len(named)} functions"
+    missing = sorted(f"{module}.{name}" for module, name in named
+                     if not (ROOT / "scripts" / f"{module}.py").is_file()
+                     or not hasattr(importlib.import_module(module), name))
+    assert not missing, f"the cheat sheet names what the code does not define: {missing}"
