@@ -31,7 +31,6 @@ import common
 import continuous
 import continuous_figures
 import ddim
-import ddpm
 import likelihood
 import roll
 import runs
@@ -297,19 +296,11 @@ def samplers_at_equal_calls(flow, chapter5, schedule, x1, args, generator, devic
             record(f"flow_heun{suffix}", calls, continuous.flow_sample(
                 velocity_at, x1, continuous.flow_time_grid(steps, power), heun_steps))
     mean_sq_eps, _ = roll.eps_moments(chapter5, schedule, args.moment_points, generator, device)
+    four_samplers = cli.load_chapter("06_fewer_steps.py").four_samplers
     for name in CHAPTER6:   # chapter 6's samplers with chapter 5's network, from the same x_T
         for steps in ddim.steps_for_calls(name, args.calls, schedule.T):
             respaced, t_of = ddim.respace(schedule, ddim.sub_sequence(schedule, steps, "log_snr"))
-            net = ddim.on_respaced_steps(chapter5, t_of)
-            if name == "analytic":
-                learned = torch.arange(2, steps + 1)
-                variance = torch.zeros(steps + 1, dtype=torch.float64)
-                variance[2:] = ddpm.analytic_variance(learned, respaced, mean_sq_eps[t_of[learned]].unsqueeze(1),
-                                                      roll.half_range()).flatten()
-                reverse = ddpm.reverse_with_variance(net, respaced, variance)
-            else:
-                reverse = ddim.ddim_reverse(net, respaced, 1.0 if name == "ddim_eta1" else 0.0,
-                                            second_order=name == "ddim_heun")
+            reverse = four_samplers(chapter5, respaced, t_of, mean_sq_eps)[name]
             chain = common.sample_chain(reverse, args.n_samples, steps, torch.Generator().manual_seed(args.seed),
                                         device)
             record(name, ddim.network_calls(name, steps), chain[0])
