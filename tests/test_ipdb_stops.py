@@ -13,6 +13,7 @@ import torch
 
 import common
 import checkpoints
+import cli
 import likelihood
 from model import ReverseModel
 from unet import UNet
@@ -25,6 +26,7 @@ STOP = re.compile(r"^\| `(\w+\.py):(\d+)` \| `([^`]+)` \| `python scripts/(\d\d_
                   re.MULTILINE)
 STOPS = STOP.findall(SECTION)
 TINY = {  # each chapter on settings that reach every stop in a second or two
+    "00_one_page.py": [],   # no options but --seed and --device: its constants are patched below
     "01_forward_process.py": ["--n-points", "200"],
     "02_reverse_model.py": [],
     "03_train.py": ["--iters", "2", "--batch-size", "64"],
@@ -58,6 +60,11 @@ class Stopped(BaseException):
 def run_to_stop(script, path, line, expression, tmp_path, monkeypatch):
     """Run scripts/<script> up to `path`:`line` and evaluate `expression` in that frame."""
     args = [*TINY[script], "--device", "cpu", "--images", str(tmp_path / "images")]
+    if script == "00_one_page.py":
+        args = ["--device", "cpu"]
+        monkeypatch.setattr(load_script(script), "ITERS", 2)
+        monkeypatch.setattr(load_script(script), "N_SAMPLES", 4)
+        monkeypatch.setattr(cli, "IMAGES", tmp_path)
     if script in ("03_train.py", "05_ddpm.py"):   # what they write stays in tmp_path
         args += ["--checkpoint", str(tmp_path / "written.pt")]
     if script == "05_ddpm.py":
