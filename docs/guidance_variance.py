@@ -32,14 +32,15 @@ def main():
     cli.add_standard_args(parser)
     args, device, _ = cli.parse_and_prepare(parser)
     try:
-        model, schedule, _ = checkpoints.load_unet_checkpoint(args.conditional, device, conditional=True,
-                                                              made_by=f"python {chapter9.SCRIPT}")
+        model, schedule, saved = checkpoints.load_unet_checkpoint(args.conditional, device, conditional=True,
+                                                                  made_by=f"python {chapter9.SCRIPT}")
     except checkpoints.CheckpointError as error:
         parser.exit(1, f"error: {error}\n")
     split = digits.load_split()
     for variance in args.variances:
         print(f"variance = {variance}")
-        chapter9.classifier_free_guidance(model.eval(), schedule, split, args, device, variance)
+        chapter9.classifier_free_guidance(model.eval(), schedule, split, args, device, variance,
+                                          saved["args"].get("x0_form", "dequantised"))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import torch  # noqa: E402
 
 import checkpoints  # noqa: E402
 import cli  # noqa: E402
-import ddpm  # noqa: E402
 import digits  # noqa: E402
 import pictures  # noqa: E402
 
@@ -42,23 +41,24 @@ def main():
     cli.add_standard_args(parser)
     args, device, _ = cli.parse_and_prepare(parser)
     try:
-        model, schedule, _ = checkpoints.load_unet_checkpoint(args.conditional, device, conditional=True,
-                                                              made_by=f"python {chapter9.SCRIPT}")
+        model, schedule, saved = checkpoints.load_unet_checkpoint(args.conditional, device, conditional=True,
+                                                                  made_by=f"python {chapter9.SCRIPT}")
     except checkpoints.CheckpointError as error:
         parser.exit(1, f"error: {error}\n")
     model.eval()
     split = digits.load_split()
-    _, variance = chapter9.labels_worth_in_bits(model, schedule, split, args, device)
+    x0_form = saved["args"].get("x0_form", "dequantised")   # the bound chapter 9 trained the network for
+    _, variance = chapter9.labels_worth_in_bits(model, schedule, split, args, device, x0_form)
     _, _, held_x, held_y = split
     began, m = time.perf_counter(), args.n
-    x0 = pictures.flat(digits.dequantise(held_x[:m], torch.Generator().manual_seed(args.seed + 2))).to(device)
-    K = torch.stack([torch.stack([pictures.image_bound(
-        ddpm.reverse_with_variance(pictures.eps_network(model, torch.full((m,), c, device=device)), schedule,
-                                   variance["-log2 P(x | c)"]),
-        x0, schedule, torch.Generator().manual_seed(args.seed + 3 + draw))[0] for c in range(10)])
-        for draw in range(args.draws)]).mean(0)
-    mixture = digits.PIXELS * pictures.bits_per_pixel(-(torch.logsumexp(K, 0) - math.log(10))).numpy()
-    given = digits.PIXELS * pictures.bits_per_pixel(-K[held_y[:m], torch.arange(m)]).numpy()
+    # -log2 P(x | c) per label and digit, bits per image (10, m); the same noise for every label
+    bits = torch.stack([torch.stack([digits.PIXELS * pictures.bits_on_levels(
+        pictures.eps_network(model, torch.full((m,), c, device=device)), held_x[:m], schedule,
+        variance["-log2 P(x | c)"], x0_form, torch.Generator().manual_seed(args.seed + 3 + draw), device)
+        for c in range(10)]) for draw in range(args.draws)]).mean(0)
+    K = -math.log(2) * bits                                   # the bounds K_c on log p(x | c), nats
+    mixture = (-(torch.logsumexp(K, 0) - math.log(10)) / math.log(2)).numpy()
+    given = bits[held_y[:m], torch.arange(m)].numpy()
     mean, se = pictures.mean_and_se(mixture - given)
     print(f"  on the first {m}: -log2 P(x | c) {given.mean():.2f}, -log2 P(x) by the mixture over the ten "
           f"labels {mixture.mean():.2f}; difference {mean:.2f} ({se:.2f}) [{time.perf_counter() - began:.0f} s]"

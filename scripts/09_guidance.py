@@ -45,7 +45,8 @@ BATCH_SIZE = 128
 LR = 2e-3                     # Adam's peak step size, decayed along a cosine to 0
 BASE_CHANNELS = 32            # chapter 8's size
 P_UNCOND = 0.15               # share of each batch trained with no label (Ho & Salimans: 0.1-0.2)
-RESUMED_SETTINGS = ("iters", "batch_size", "lr", "p_uncond")
+X0_FORM = "centres"           # chapter 8's recipe: the levels' centres, the discrete decoder at the last step
+RESUMED_SETTINGS = ("iters", "batch_size", "lr", "p_uncond", "x0_form")
 # Guidance.
 W_VALUES = (0.0, 0.5, 1.0, 2.0, 4.0)
 SAMPLES_PER_CLASS = 100
@@ -81,6 +82,7 @@ def main():
     parser.add_argument("--out-dir", type=pathlib.Path, default=CONDITIONAL_CHECKPOINT.parent,
                         help="folder for guided.npz (default: outputs/pictures)")
     cli.add_standard_args(parser)
+    parser.set_defaults(x0_form=X0_FORM)   # saved with the checkpoint: chapter 10 samples as it was trained
     args, device, generator = cli.parse_and_prepare(parser)
     cli.output_file_or_exit(parser, args.checkpoint, "the checkpoint", "conditional.pt")
     cli.writable_dir_or_exit(parser, args.out_dir, "the samples")
@@ -128,6 +130,7 @@ def train_with_label_dropout(parser, args, schedule, split, device, generator):
         start = runs.resume(parser, args, RESUMED_SETTINGS, model, optimizer, generator,
                             load=lambda path: load_conditional(path, schedule, device, args.pictures))["iteration"]
     model.train()
+    first = 1 if args.x0_form == "centres" else 2   # with the decoder, step 1 is learned too (chapter 8)
     dropped, seen, losses, done = 0, 0, [], start
     began = time.perf_counter()
     bar = tqdm(range(start, args.iters), initial=start, total=args.iters, desc="training (with labels)")
@@ -136,10 +139,10 @@ def train_with_label_dropout(parser, args, schedule, split, device, generator):
             if interrupted:
                 break
             pick = torch.randint(len(train_x), (args.batch_size,), generator=generator)
-            x0 = digits.dequantise(train_x[pick], generator).to(device)
+            x0 = pictures.training_pixels(train_x[pick], args.x0_form, generator).to(device)
             label = guidance.drop_labels(torch.as_tensor(train_y[pick]), args.p_uncond, model.null_label,
                                          generator).to(device)
-            t = torch.randint(2, schedule.T + 1, (args.batch_size,), generator=generator)
+            t = torch.randint(first, schedule.T + 1, (args.batch_size,), generator=generator)
             eps = torch.randn(x0.shape, generator=generator).to(device)
             # x_t of common's forward chain, on the flattened image (its tables index rows by t)
             x_t = common.x_t_from_eps(x0.flatten(1), eps.flatten(1), t, schedule).reshape(x0.shape)
@@ -164,8 +167,9 @@ def train_with_label_dropout(parser, args, schedule, split, device, generator):
     return model.eval()
 
 
-def classifier_free_guidance(model, schedule, split, args, device, variance="beta"):
-    """"Classifier-free guidance": samples for every w, scored on accuracy, diversity, confidence, copies."""
+def classifier_free_guidance(model, schedule, split, args, device, variance="beta", x0_form=X0_FORM):
+    """"Classifier-free guidance": samples for every w, scored on accuracy, diversity, confidence, copies.
+    The chain ends as chapter 8's does for a network trained on x0_form: the decoder's mean for "centres"."""
     train_x, train_y, held_x, held_y = split
     classifier = digits.fit_digit_classifier(train_x, train_y)
     short, t_of = ddim.respace(schedule, ddim.sub_sequence(schedule, args.steps, "log_snr"))
@@ -182,7 +186,8 @@ def classifier_free_guidance(model, schedule, split, args, device, variance="bet
         began = time.perf_counter()
         eps_at = ddim.on_respaced_steps(guidance.guided(model, label.to(device), w), t_of)
         levels = digits.to_levels(guidance.sample(eps_at, len(label), short,
-                                                  torch.Generator().manual_seed(args.seed), device, variance))
+                                                  torch.Generator().manual_seed(args.seed), device, variance,
+                                                  last_step_noise=x0_form != "centres"))
         confident, predicted = digits.confident_share(classifier, levels)
         accuracy = float((predicted == label.numpy()).mean())
         diversity = guidance.within_class_spread(torch.as_tensor(levels).double(), label) / held_spread
@@ -220,10 +225,11 @@ def draw_guidance(images, curve, guided_levels, asked_digits, samples_per_class)
     print(f"figures written to {images}/09_guidance.png and 09_precision_diversity.png")
 
 
-def labels_worth_in_bits(model, schedule, split, args, device):
-    """"What the label is worth, in bits": chapter 8's bound on -log2 P(x | c) and on -log2 P(x).
+def labels_worth_in_bits(model, schedule, split, args, device, x0_form=X0_FORM):
+    """"What the label is worth, in bits": chapter 8's bound on -log2 P(x | c) and on -log2 P(x)
+    (pictures.bits_on_levels: for "centres", DDPM's discrete bound, exact on the levels).
 
-    Each with its own best isotropic variance, and the same dequantisation and noise for both,
+    Each with its own best isotropic variance, and the same noise (and dequantisation) for both,
     so that their difference is measured per digit. Returns (bits per image, variance tables)."""
     train_x, train_y, held_x, held_y = split
     began = time.perf_counter()
@@ -232,14 +238,11 @@ def labels_worth_in_bits(model, schedule, split, args, device):
                             ("-log2 P(x)", lambda y: None)):
         m = min(args.n_moments, len(train_x))
         x0_error = pictures.x0_error_per_step(pictures.eps_network(model, labels_of(train_y[:m])), train_x[:m],
-                                              schedule, torch.Generator().manual_seed(args.seed + 1), device)
-        variance[name] = pictures.best_variance_table(schedule, x0_error)
-        reverse = ddpm.reverse_with_variance(pictures.eps_network(model, labels_of(held_y[:args.n_bound])),
-                                             schedule, variance[name])
-        bound_generator = torch.Generator().manual_seed(args.seed + 2)
-        x0 = pictures.flat(digits.dequantise(held_x[:args.n_bound], bound_generator)).to(device)
-        K, _ = pictures.image_bound(reverse, x0, schedule, bound_generator)
-        bits[name] = digits.PIXELS * pictures.bits_per_pixel(-K).numpy()    # bits per image
+                                              schedule, torch.Generator().manual_seed(args.seed + 1), device, x0_form)
+        variance[name] = pictures.best_variance_table(schedule, x0_error, x0_form)
+        bits[name] = digits.PIXELS * pictures.bits_on_levels(
+            pictures.eps_network(model, labels_of(held_y[:args.n_bound])), held_x[:args.n_bound], schedule,
+            variance[name], x0_form, torch.Generator().manual_seed(args.seed + 2), device).numpy()   # bits per image
     print(f"the label's worth on {args.n_bound} held-out digits, bits per image (bound, standard error) "
           f"[{time.perf_counter() - began:.0f} s]:")
     for name, values in bits.items():

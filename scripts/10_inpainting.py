@@ -64,8 +64,8 @@ def main():
     args, device, _ = cli.parse_and_prepare(parser)
     cli.writable_dir_or_exit(parser, args.out_dir, "the completions")
     try:
-        model, schedule, _ = checkpoints.load_unet_checkpoint(args.conditional, device, conditional=True,
-                                                              made_by="python scripts/09_guidance.py")
+        model, schedule, saved = checkpoints.load_unet_checkpoint(args.conditional, device, conditional=True,
+                                                                  made_by="python scripts/09_guidance.py")
     except checkpoints.CheckpointError as error:
         parser.exit(1, f"error: chapter 9's network is needed first: {error}\n")
     if args.steps > schedule.T:
@@ -75,13 +75,15 @@ def main():
     chain, chain_t_of = ddim.respace(schedule, ddim.sub_sequence(schedule, args.steps, "log_snr"))
     model.eval()
     eps_uncond = ddim.on_respaced_steps(lambda x, t: model(x, t, None), chain_t_of)
-    table, shown, along = inpaint_every_mask(eps_uncond, chain, split, args, device, "conditional")
+    # the chain ends as the network was trained: the discrete decoder's mean for the levels' centres (chapter 8)
+    last_step_noise = saved["args"].get("x0_form", "dequantised") != "centres"
+    table, shown, along = inpaint_every_mask(eps_uncond, chain, split, args, device, "conditional", last_step_noise)
     along_the_chain(along, chain, chain_t_of, args.masks[0])
     best = best_completions(table, shown, split, args)
     draw_inpainting(args.images, shown, best, split, args, device)
 
 
-def inpaint_every_mask(eps_uncond, chain, split, args, device, network_name):
+def inpaint_every_mask(eps_uncond, chain, split, args, device, network_name, last_step_noise=False):
     """"Filling in": both baselines and the three methods on every mask, one line each."""
     train_x, train_y, held_x, held_y = split
     n = args.held_out
@@ -111,7 +113,7 @@ def inpaint_every_mask(eps_uncond, chain, split, args, device, network_name):
             k, trajectory = args.completions, {}
             out = guidance.inpaint(eps_uncond, x0.repeat(k, 1, 1, 1), mask.repeat(k, 1, 1, 1), chain, method,
                                    args.resample, args.jump, args.zeta, torch.Generator().manual_seed(args.seed),
-                                   trajectory)
+                                   trajectory, last_step_noise=last_step_noise)
             levels = digits.to_levels(out).reshape(k, n, 8, 8)
             scores = [score(levels[j]) for j in range(k)]
             accuracy, mse = np.mean(scores, axis=0)

@@ -140,7 +140,7 @@ def draw_paths(teacher, student, schedule, calls, generator, device, path):
     figures.save_figure(fig, path)
 
 
-def distil_digits(args, unet, schedule, generator, device):
+def distil_digits(args, unet, schedule, x0_form, generator, device):
     """README "On the digits": chapter 8's UNet from --teacher-calls to 1 call, chapter 8's scores."""
     split = digits.load_split()
     classifier = digits.fit_digit_classifier(split[0], split[1])
@@ -150,9 +150,9 @@ def distil_digits(args, unet, schedule, generator, device):
         scores = digits.score_samples(digits.to_levels(z), split, classifier, args.seed)
         return f"confident {scores['confident']:.3f}  two-sample accuracy {scores['two_sample']:.3f}"
 
-    def draw_x0():
-        return pictures.flat(digits.dequantise(train[torch.randint(len(train), (DIGITS_BATCH,),
-                                                                           generator=generator)], generator)).to(device)
+    def draw_x0():   # the teacher's own training pixels: chapter 8's levels' centres (or an older run's dequantised)
+        pick = train[torch.randint(len(train), (DIGITS_BATCH,), generator=generator)]
+        return pictures.flat(pictures.training_pixels(pick, x0_form, generator)).to(device)
 
     real = digits.real_digit_scores(split, classifier, args.seed)
     print(f"held-out digits: confident {real['confident']:.3f}  two-sample accuracy against training "
@@ -202,7 +202,8 @@ def main():
     digit_samples = None
     if unet is not None:
         # a generator of its own: the digits' numbers do not depend on the roll's settings
-        digit_samples = distil_digits(args, unet[0], unet[1], torch.Generator().manual_seed(args.seed), device)
+        digit_samples = distil_digits(args, unet[0], unet[1], unet[2]["args"].get("x0_form", "dequantised"),
+                                      torch.Generator().manual_seed(args.seed), device)
     draw_samples(roll_samples, digit_samples, args.images)
     write_samples(args.out_dir, roll_samples, digit_samples)
     print(f"wrote {args.images}/14_paths.png, 14_roll.png{', 14_digits.png' if unet else ''} and the "

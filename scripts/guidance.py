@@ -81,9 +81,12 @@ def reverse_step(x_t, eps, t, schedule, z, variance="beta"):
     """x_{t-1} from x_t, DDPM's Algorithm 2 on `schedule` (a respaced one for fewer steps):
     mean mu_tilde(x_t, x0_hat) (ddpm.ddpm_mean), plus sigma_t z with sigma_t^2 = beta_t
     (variance="beta", the larger of DDPM's two choices) or sigma_tilde_t^2 (the posterior's, which
-    on a respaced chain is DDIM with eta = 1). For t = 1, eq. 44's fixed kernel
-    N(sqrt(1 - beta_1) x_1, beta_1 I), as in chapters 3-8 (eps is not used there: None)."""
+    on a respaced chain is DDIM with eta = 1). For t = 1, chapter 8's last step: the discrete
+    decoder's mean mu_theta(x_1, 1) without noise (pictures.decoder_mean), whose bin names the level;
+    or, with eps None, eq. 44's fixed kernel N(sqrt(1 - beta_1) x_1, beta_1 I), as chapters 3-7 end."""
     if t == 1:
+        if eps is not None:
+            return ddpm.ddpm_mean(x_t, eps, 1, schedule)
         mean, _ = common.q_step(x_t, 1, schedule)
         return mean + math.sqrt(float(schedule.beta[1])) * z
     if variance == "beta":
@@ -95,9 +98,10 @@ def reverse_step(x_t, eps, t, schedule, z, variance="beta"):
     return ddpm.ddpm_mean(x_t, eps, t, schedule) + math.sqrt(float(var)) * z
 
 
-def eps_or_none(eps_at, x_t, t):
-    """The network's eps at step t for the whole batch, None at t = 1 (the fixed kernel)."""
-    return None if t == 1 else eps_at(x_t, _steps(t, x_t.shape[0], x_t.device))
+def eps_or_none(eps_at, x_t, t, last_step_noise=False):
+    """The network's eps at step t for the whole batch; None at t = 1 with last_step_noise (the
+    fixed kernel, for a network trained on dequantised pixels), else the decoder's mean needs it."""
+    return None if t == 1 and last_step_noise else eps_at(x_t, _steps(t, x_t.shape[0], x_t.device))
 
 
 def _noise(shape, generator, device):
@@ -107,13 +111,14 @@ def _noise(shape, generator, device):
 
 
 @torch.no_grad()
-def sample(eps_at, n, schedule, generator=None, device="cpu", variance="beta"):
+def sample(eps_at, n, schedule, generator=None, device="cpu", variance="beta", last_step_noise=False):
     """Ancestral sampling of n images: x_T ~ N(0, I), then reverse_step for t = T..1, one noise
-    draw z per step."""
+    draw z per step; the last step the decoder's mean, or with last_step_noise the fixed kernel."""
     shape = (n, 1, 8, 8)
     x = _noise(shape, generator, device)
     for t in range(schedule.T, 0, -1):
-        x = reverse_step(x, eps_or_none(eps_at, x, t), t, schedule, _noise(shape, generator, device), variance)
+        x = reverse_step(x, eps_or_none(eps_at, x, t, last_step_noise), t, schedule,
+                         _noise(shape, generator, device), variance)
     return x
 
 
@@ -179,7 +184,7 @@ def reconstruction_gradient(eps_at, x_t, t, schedule, x0, mask):
 
 
 def inpaint(eps_at, x0, mask, schedule, method="replacement", resample=1, jump=1, zeta=1.0,
-            generator=None, trajectory=None, variance="beta"):
+            generator=None, trajectory=None, variance="beta", last_step_noise=False):
     """Complete the hidden pixels (mask 0) of the digits x0 (n, 1, 8, 8), sampling from T to 0.
 
     - "replacement": after each reverse step the known pixels are replaced by a draw of
@@ -190,8 +195,8 @@ def inpaint(eps_at, x0, mask, schedule, method="replacement", resample=1, jump=1
       known pixels' error of x0_hat (reconstruction_gradient), of length zeta / error per image
       (Chung et al.'s normalisation), the known pixels put in at the very end only.
     One noise draw z per step serves both the model's pixels and the known ones (they are
-    different pixels), so with nothing known this is `sample` with the same seed. `trajectory`,
-    a dict, receives x_t for every t (after the last pass)."""
+    different pixels), so with nothing known this is `sample` with the same seed (and the same
+    last step, `last_step_noise`). `trajectory`, a dict, receives x_t for every t (after the last pass)."""
     if method not in INPAINTERS:
         raise ValueError(f"method must be one of {', '.join(INPAINTERS)}, got {method!r}")
     device = x0.device
@@ -207,14 +212,14 @@ def inpaint(eps_at, x0, mask, schedule, method="replacement", resample=1, jump=1
             if k > 0:
                 x = jump_forward(x, t_lo, t_hi, schedule, generator)
             for t in range(t_hi, t_lo, -1):
-                x = _step(eps_at, x, t, schedule, x0, mask, method, zeta, generator, variance)
+                x = _step(eps_at, x, t, schedule, x0, mask, method, zeta, generator, variance, last_step_noise)
                 if trajectory is not None:
                     trajectory[t - 1] = x.detach().clone()
         t_hi = t_lo
     return join(x0, x, mask) if method == "reconstruction" else x
 
 
-def _step(eps_at, x_t, t, schedule, x0, mask, method, zeta, generator, variance):
+def _step(eps_at, x_t, t, schedule, x0, mask, method, zeta, generator, variance, last_step_noise):
     """One step of `inpaint` from t to t - 1."""
     z = _noise(x_t.shape, generator, x_t.device)
     if method == "reconstruction" and t > 1:
@@ -222,7 +227,7 @@ def _step(eps_at, x_t, t, schedule, x0, mask, method, zeta, generator, variance)
         x_prev = reverse_step(x_t, eps, t, schedule, z, variance)
         return x_prev - (zeta / error.clamp_min(1e-8)).reshape(-1, 1, 1, 1) * gradient
     with torch.no_grad():
-        x_prev = reverse_step(x_t, eps_or_none(eps_at, x_t, t), t, schedule, z, variance)
+        x_prev = reverse_step(x_t, eps_or_none(eps_at, x_t, t, last_step_noise), t, schedule, z, variance)
     if method == "reconstruction":
         return x_prev
     return join(known_pixels(x0, t - 1, schedule, z), x_prev, mask)

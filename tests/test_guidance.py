@@ -151,14 +151,16 @@ def test_with_nothing_hidden_inpainting_returns_the_digit(net, schedule, method)
     assert torch.equal(out, x0)
 
 
+@pytest.mark.parametrize("last_step_noise", [False, True])
 @pytest.mark.parametrize("method", ["replacement", "reconstruction"])
-def test_with_everything_hidden_inpainting_is_the_unconditional_sampler(net, schedule, method):
+def test_with_everything_hidden_inpainting_is_the_unconditional_sampler(net, schedule, method, last_step_noise):
     """Same seed, same samples, bit for bit: the known pixels' draws take no noise of their own."""
     eps_at = lambda x, t: net(x, t, None)  # noqa: E731
     x0 = a_digit(7)
     out = guidance.inpaint(eps_at, x0, torch.zeros(7, 1, 8, 8), schedule, method,
-                           generator=torch.Generator().manual_seed(7))
-    assert torch.equal(out, guidance.sample(eps_at, 7, schedule, torch.Generator().manual_seed(7)))
+                           generator=torch.Generator().manual_seed(7), last_step_noise=last_step_noise)
+    assert torch.equal(out, guidance.sample(eps_at, 7, schedule, torch.Generator().manual_seed(7),
+                                            last_step_noise=last_step_noise))
 
 
 def test_jump_forward_has_the_composed_forward_chains_moments(schedule):
@@ -241,7 +243,8 @@ def test_within_class_spread_is_the_mean_pairwise_distance_per_class():
 def test_the_reverse_step_is_ddims_eta_one_step_with_the_posterior_variance_and_wider_with_beta(schedule):
     """On a respaced chain, variance="posterior" is chapter 6's DDIM step with eta = 1 (mean and
     sigma from ddim.py, an independent formula), and variance="beta" is the same mean with noise
-    sqrt(beta_t) z, larger than sigma_tilde_t; t = 1 is eq. 44's kernel sqrt(1 - beta_1) x_1 + sqrt(beta_1) z."""
+    sqrt(beta_t) z, larger than sigma_tilde_t; t = 1 is the discrete decoder's mean x0_hat(x_1) with no noise
+    (chapter 8's last step), or without eps eq. 44's kernel sqrt(1 - beta_1) x_1 + sqrt(beta_1) z."""
     short, _ = ddim.respace(schedule, ddim.sub_sequence(schedule, 6))
     generator = torch.Generator().manual_seed(13)
     x_t, eps, z = (torch.randn(3, 1, 8, 8, generator=generator) for _ in range(3))
@@ -256,6 +259,9 @@ def test_the_reverse_step_is_ddims_eta_one_step_with_the_posterior_variance_and_
     beta_1 = float(short.beta[1])
     assert torch.allclose(guidance.reverse_step(x_t, None, 1, short, z),
                           math.sqrt(1 - beta_1) * x_t + math.sqrt(beta_1) * z)
+    alpha_bar_1 = float(short.alpha_bar[1])
+    x0_hat = (x_t - math.sqrt(1 - alpha_bar_1) * eps) / math.sqrt(alpha_bar_1)
+    assert torch.allclose(guidance.reverse_step(x_t, eps, 1, short, z), x0_hat, atol=1e-5)
 
 
 # --- the chapter's script ------------------------------------------------------------------------
