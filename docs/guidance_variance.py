@@ -31,11 +31,8 @@ def main():
     parser.add_argument("--steps", type=cli.whole_number(2), default=chapter9.STEPS)
     cli.add_standard_args(parser)
     args, device, _ = cli.parse_and_prepare(parser)
-    try:
-        model, schedule, saved = checkpoints.load_unet_checkpoint(args.conditional, device, conditional=True,
-                                                                  made_by=f"python {chapter9.SCRIPT}")
-    except checkpoints.CheckpointError as error:
-        parser.exit(1, f"error: {error}\n")
+    model, schedule, saved = checkpoints.load_unet_or_exit(parser, args.conditional, device, conditional=True,
+                                                           made_by=f"python {chapter9.SCRIPT}")
     split = digits.load_split()
     for variance in args.variances:
         print(f"variance = {variance}")

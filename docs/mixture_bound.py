@@ -40,11 +40,8 @@ def main():
                         help="draws of the noise per label, averaged into K_c (default: %(default)s)")
     cli.add_standard_args(parser)
     args, device, _ = cli.parse_and_prepare(parser)
-    try:
-        model, schedule, saved = checkpoints.load_unet_checkpoint(args.conditional, device, conditional=True,
-                                                                  made_by=f"python {chapter9.SCRIPT}")
-    except checkpoints.CheckpointError as error:
-        parser.exit(1, f"error: {error}\n")
+    model, schedule, saved = checkpoints.load_unet_or_exit(parser, args.conditional, device, conditional=True,
+                                                           made_by=f"python {chapter9.SCRIPT}")
     model.eval()
     split = digits.load_split()
     x0_form = saved["args"].get("x0_form", "dequantised")   # the bound chapter 9 trained the network for

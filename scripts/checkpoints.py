@@ -209,3 +209,11 @@ def load_unet_checkpoint(path, device="cpu", made_by=PICTURES_COMMAND, condition
         raise CheckpointError(f"{path} holds a UNet of another shape than this code builds "
                               f"({type(error).__name__}): {retrain} again")
     return model.to(device).eval(), schedule, checkpoint
+
+
+def load_unet_or_exit(parser, path, device="cpu", **options):
+    """load_unet_checkpoint for a command line: a CheckpointError becomes its one line and exit 1."""
+    try:
+        return load_unet_checkpoint(path, device, **options)
+    except CheckpointError as error:
+        parser.exit(1, f"error: {error}\n")
