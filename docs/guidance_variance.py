@@ -25,7 +25,7 @@ def main():
                         help="chapter 9's network (default: outputs/pictures/conditional.pt)")
     parser.add_argument("--variances", type=cli.names_from(guidance.VARIANCES), default=list(guidance.VARIANCES),
                         help="comma-separated reverse variances (default: beta,posterior)")
-    parser.add_argument("--w", type=cli.non_negative_numbers("w"), default=list(chapter9.W_VALUES))
+    parser.add_argument("--w", type=cli.guidance_weights, default=list(chapter9.W_VALUES))
     parser.add_argument("--digits", type=cli.distinct_whole_numbers(0, 9), default=list(range(10)))
     parser.add_argument("--samples-per-class", type=cli.positive_int, default=chapter9.SAMPLES_PER_CLASS)
     parser.add_argument("--steps", type=cli.whole_number(2), default=chapter9.STEPS)

@@ -299,8 +299,8 @@ def main():
                         help="load the UNet of --checkpoint instead of training one")
     parser.add_argument("--out", type=pathlib.Path, default=PROMPTED,
                         help="where the prompted samples go (default: outputs/latent/prompted.npz)")
-    parser.add_argument("--w", type=cli.non_negative_numbers("w"), default=list(W_VALUES),
-                        help="comma-separated guidance weights w >= 0 (s = 1 + w) (default: 0,1,2,4)")
+    parser.add_argument("--w", type=cli.guidance_weights, default=list(W_VALUES),
+                        help="comma-separated guidance weights w >= -1 (s = 1 + w; -1 is the model without a prompt) (default: 0,1,2,4)")
     cli.add_standard_args(parser)
     args, device, generator = cli.parse_and_prepare(parser)
     cli.output_file_or_exit(parser, args.out, "the prompted samples", "prompted.npz")

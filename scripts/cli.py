@@ -82,21 +82,19 @@ def share(text):
     return value
 
 
-def non_negative_numbers(name):
-    """argparse type: comma-separated finite numbers >= 0, each called `name` in the error."""
-    def parse(text):
-        values = []
-        for part in text.split(","):
-            try:
-                value = float(part)
-            except ValueError:
-                raise argparse.ArgumentTypeError(f"expected comma-separated numbers >= 0, got '{part}'")
-            if not (math.isfinite(value) and value >= 0):
-                raise argparse.ArgumentTypeError(f"each {name} must be a finite number >= 0, got '{part}'")
-            values.append(value)
-        return values
-
-    return parse
+def guidance_weights(text):
+    """argparse type: comma-separated guidance weights w, finite and >= -1 (w = -1 is the model
+    without its label or prompt, w = 0 the model with it; guidance.guided_eps)."""
+    values = []
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers >= -1, got '{part}'")
+        if not (math.isfinite(value) and value >= -1):
+            raise argparse.ArgumentTypeError(f"each w must be a finite number >= -1, got '{part}'")
+        values.append(value)
+    return values
 
 
 def distinct_whole_numbers(minimum, maximum=None):

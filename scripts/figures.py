@@ -46,6 +46,24 @@ def show_digits(ax, images, columns, title="", low=0.0, high=16.0, side=8):
     ax.set(xticks=[], yticks=[], title=title)
 
 
+def outline_mask(ax, masks, columns, side=8, color="tab:red"):
+    """Over a show_digits grid of the same layout: a line around the known pixels of each image,
+    masks (n, side, side) with 1 where a pixel is known, drawn on the edges between known and hidden."""
+    cell = side + 1
+    for k, mask in enumerate(np.asarray(masks).reshape(-1, side, side)):
+        r, c = divmod(k, columns)
+        top, left = 1 + r * cell, 1 + c * cell
+        padded = np.pad(mask, 1)
+        for i in range(side + 1):            # horizontal edges: between rows i - 1 and i
+            for j in range(side):
+                if padded[i, j + 1] != padded[i + 1, j + 1]:
+                    ax.plot([left + j - 0.5, left + j + 0.5], [top + i - 0.5] * 2, color=color, lw=1.2)
+        for i in range(side):                # vertical edges: between columns j - 1 and j
+            for j in range(side + 1):
+                if padded[i + 1, j] != padded[i + 1, j + 1]:
+                    ax.plot([left + j - 0.5] * 2, [top + i - 0.5, top + i + 0.5], color=color, lw=1.2)
+
+
 def save_points_gif(path, frames, titles, fps=8):
     """An animation of point clouds, one frame per (n, 2) tensor, written atomically.
     Each frame only moves the points of one scatter on bare square axes: drawing ticks again

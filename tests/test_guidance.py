@@ -216,6 +216,23 @@ def test_masks_hide_the_pixels_they_name():
         guidance.make_mask("top", 1)
 
 
+def test_the_mask_outline_runs_exactly_along_the_known_pixels_border():
+    """figures.outline_mask draws one unit segment per edge between a known and a hidden pixel (or
+    the image's border): 2 x 8 + 2 x 4 = 24 around the lower mask's known top half, 4 x 4 around
+    the one known pixel, whether the images sit in one column or one row."""
+    import matplotlib.pyplot as plt
+
+    import figures
+    lower = guidance.make_mask("lower", 1).numpy().reshape(1, 8, 8)
+    single = np.zeros((1, 8, 8))
+    single[0, 3, 5] = 1
+    for columns in (1, 2):
+        fig, ax = plt.subplots()
+        figures.outline_mask(ax, np.concatenate([lower, single]), columns)
+        assert len(ax.lines) == 24 + 4, len(ax.lines)
+        plt.close(fig)
+
+
 def test_nearest_fill_copies_the_brute_force_nearest_training_digit_on_the_visible_pixels():
     generator = torch.Generator().manual_seed(11)
     train = torch.rand(50, 1, 8, 8, generator=generator)
@@ -295,7 +312,7 @@ def chapter9_run(run_script, chapter8_checkpoint, tmp_path_factory):
 
 
 def test_chapter9_runs_end_to_end_with_tiny_settings(chapter9_run):
-    """Every part prints its lines, writes guided.npz with the promised keys and shapes and its two
+    """Every part prints its lines, writes guided.npz with the promised keys and shapes and its three
     figures into the temporary --images folder; the label's cap is -log2 p(c), not log2 10."""
     result, folder = chapter9_run
     out = result.stdout
@@ -305,13 +322,13 @@ def test_chapter9_runs_end_to_end_with_tiny_settings(chapter9_run):
     guided = np.load(folder / "guided.npz")
     assert guided["samples"].shape == (8, 8, 8) and set(guided["labels"]) == {3, 7}
     assert sorted(set(guided["w"])) == [0.0, 1.0] and guided["samples"].max() <= 16
-    for name in ("09_guidance.png", "09_precision_diversity.png"):
+    for name in ("09_two_eps.png", "09_guidance.png", "09_precision_diversity.png"):
         assert (folder / name).stat().st_size > 0, name
 
 
 def test_chapter10_inpaints_with_chapter9s_network_end_to_end_with_tiny_settings(run_script, chapter9_run, tmp_path):
     """Every mask and method prints its line, inpainted.npz has the promised keys and shapes, and
-    the figure is written into the temporary --images folder."""
+    both figures are written into the temporary --images folder."""
     _, folder = chapter9_run
     result = run_script("10_inpainting.py", "--conditional", folder / "conditional.pt", "--completions", 2,
                         "--held-out", 12, "--steps", 4, "--images", tmp_path, "--out-dir", tmp_path)
@@ -320,7 +337,7 @@ def test_chapter10_inpaints_with_chapter9s_network_end_to_end_with_tiny_settings
     inpainted = np.load(tmp_path / "inpainted.npz")
     assert all(inpainted[key].shape == (12, 8, 8) for key in ("completed", "truth", "mask"))
     assert inpainted["labels"].shape == (12,)
-    assert (tmp_path / "10_inpainting.png").stat().st_size > 0
+    assert (tmp_path / "10_inpainting.png").stat().st_size > 0 and (tmp_path / "10_along_the_chain.png").stat().st_size > 0
 
 
 def run_study(name, monkeypatch, capsys, *args):
@@ -362,8 +379,8 @@ def run_main(load_script, monkeypatch, capsys, *args, script="09_guidance.py"):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("--w", "-1"), "each w must be a finite number >= 0"),
-    (("--w", "nan"), "each w must be a finite number >= 0"),
+    (("--w", "-1.5"), "each w must be a finite number >= -1"),
+    (("--w", "nan"), "each w must be a finite number >= -1"),
     (("--digits", "3,11"), "from 0 to 9"),
     (("--masks", "top"), "each must be one of"),
 ])
