@@ -32,7 +32,6 @@ import checkpoints
 import cli
 import common
 import ddim
-import ddpm
 import digits
 import figures
 import guidance
