@@ -94,8 +94,9 @@ def progressive_distillation(teacher, schedule, calls, draw_x0, iters, lr, gener
         ddim_samples = distill.sample(teacher, distill.log_snr_grid(schedule, calls), z_T, schedule)
         samples[calls] = (distill.sample(student, grid, z_T, schedule), ddim_samples)
         head, tail = sum(losses[:50]) / len(losses[:50]), sum(losses[-50:]) / len(losses[-50:])
-        print(f"{name}: {calls:2d} call{'s' * (calls > 1)}  round of {iters} iterations, {seconds:5.1f} s, loss {head:.4f} -> {tail:.4f}\n"
-              f"    student {score(samples[calls][0])}\n    DDIM    {score(ddim_samples)}")
+        print(f"{name}: {calls:2d} call{'s' * (calls > 1)}{' ' * (calls == 1)}  student {score(samples[calls][0])}   "
+              f"DDIM {score(ddim_samples)}   [round: {iters} iterations, {seconds:.0f} s, loss {head:.4f} -> {tail:.4f}]",
+              flush=True)
     return samples, student
 
 
