@@ -13,7 +13,7 @@ sampling loop (guidance.inpaint) beside two baselines that need no diffusion mod
 The lab notes' study with chapter 8's network in place of this one is docs/inpaint_with_chapter8.py.
 
 Writes outputs/pictures/inpainted.npz (the best method's completions on the first mask) and
-images/10_inpainting.png.
+images/10_inpainting.png and images/10_along_the_chain.png (x0_hat along the chain, the mask outlined).
 """
 import argparse
 import pathlib
@@ -79,6 +79,7 @@ def main():
     last_step_noise = saved["args"].get("x0_form", "dequantised") != "centres"
     table, shown, along = inpaint_every_mask(eps_uncond, chain, split, args, device, "conditional", last_step_noise)
     along_the_chain(along, chain, chain_t_of, args.masks[0])
+    draw_along_the_chain(args.images, along, chain_t_of, split, args)
     best = best_completions(table, shown, split, args)
     draw_inpainting(args.images, shown, best, split, args, device)
 
@@ -129,7 +130,7 @@ def inpaint_every_mask(eps_uncond, chain, split, args, device, network_name, las
                                                        mask.repeat(k, 1, 1, 1), chain, watched)
                 _, final = digits.confident_share(classifier, levels.reshape(-1, 8, 8))
                 decided = [float((digits.confident_share(classifier, d)[1] == final).mean()) for d in drawn]
-                along[method] = watched, errors, decided
+                along[method] = watched, errors, decided, [d[0] for d in drawn]   # x0_hat of the first digit
     return table, shown, along
 
 
@@ -153,8 +154,28 @@ def along_the_chain(along, chain, chain_t_of, mask_name):
     watched = next(iter(along.values()))[0]
     print(f"along the chain ({mask_name} mask): x0_hat's RMS error on the visible pixels (levels) / "
           f"share already called the final digit, at t = " + ", ".join(str(int(chain_t_of[k])) for k in watched))
-    for method, (_, errors, decided) in along.items():
+    for method, (_, errors, decided, _) in along.items():
         print(f"  {method:<15} " + "   ".join(f"{e:4.1f} / {d:.2f}" for e, d in zip(errors, decided)))
+
+
+def draw_along_the_chain(images, along, chain_t_of, split, args):
+    """The figure of "Why replacement alone fails here": x0_hat(x_t) of the first held-out digit's
+    first completion at the watched steps, one row per method, the visible pixels outlined."""
+    truth = split[2][0]
+    mask = guidance.make_mask(args.masks[0], args.held_out, torch.Generator().manual_seed(args.seed)).numpy()[0].reshape(8, 8)
+    watched = next(iter(along.values()))[0]
+    fig, axes = plt.subplots(len(along), len(watched) + 1, figsize=(1.5 * (len(watched) + 1), 1.6 * len(along)),
+                             squeeze=False)
+    for row, (method, (_, _, _, drawn)) in enumerate(along.items()):
+        for column, image in enumerate(drawn + [truth]):
+            ax = axes[row, column]
+            title = "truth" if column == len(drawn) else f"x0_hat at t = {int(chain_t_of[watched[column]])}"
+            figures.show_digits(ax, image[None], 1, title if row == 0 else "")
+            figures.outline_mask(ax, mask[None], 1)
+            ax.title.set_fontsize(8)
+        axes[row, 0].set_ylabel(method, fontsize=8)
+    fig.tight_layout()
+    figures.save_figure(fig, images / "10_along_the_chain.png")
 
 
 def best_completions(table, shown, split, args):
@@ -185,13 +206,14 @@ def draw_inpainting(images, shown, best, split, args, device):
                truth[:examples]]
     titles = (["visible"] + [f"{method} {j + 1}" for method in guidance.INPAINTERS for j in range(shown_k)]
               + ["nearest", "truth"])
-    fig, axes = plt.subplots(1, len(panels), figsize=(1.1 * len(panels), 1.1 * examples))
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.3 * len(panels), 1.3 * examples))
     for ax, panel, title in zip(axes, panels, titles):
         figures.show_digits(ax, panel, 1, title)
-        ax.title.set_fontsize(7)
+        figures.outline_mask(ax, mask[:examples], 1)
+        ax.title.set_fontsize(8)
     fig.tight_layout()
     figures.save_figure(fig, images / "10_inpainting.png")
-    print(f"figure written to {images}/10_inpainting.png")
+    print(f"figures written to {images}/10_inpainting.png and 10_along_the_chain.png")
 
 
 if __name__ == "__main__":
