@@ -37,13 +37,15 @@ def test_a_tiny_run_writes_samples_and_figures_and_reuse_refuses_a_missing_file(
     """On a tenth of the digits, given as IDX files with --mnist-dir (every step's cost grows with
     the digits it encodes and scores). The refusal is a real process (its exit status and its one
     line are what a reader sees), started first so that it runs beside the tiny run; the tiny run
-    runs in this process (an interpreter and its imports fewer) and draws the reverse process's
-    GIF with 5 DDIM steps instead of 50 (the same code draws each frame)."""
+    runs in this process (an interpreter and its imports fewer) and samples with fewer steps (the
+    same code): 4 DDIM steps for the comparison of spaces instead of 20, 2, 3 and 4 steps for the
+    comparison of samplers instead of 10, 20 and 50, 5 for the reverse process's GIF instead of 50."""
     out, images = tmp_path / "out", tmp_path / "images"
     digits = write_fewer_digits(tmp_path / "mnist", 400, 100)
     missing = start_script("12_latent_space.py", *TINY, "--mnist-dir", digits, "--reuse", "--out", tmp_path / "empty",
                            "--images", tmp_path / "refused", timeout=900)
-    monkeypatch.setattr(load_script("12_latent_space.py"), "GIF_STEPS", 5)
+    for constant, value in (("STEPS", 4), ("SAMPLER_STEPS", (2, 3, 4)), ("GIF_STEPS", 5)):
+        monkeypatch.setattr(load_script("12_latent_space.py"), constant, value)
     code, stdout, stderr = call_main("12_latent_space.py", [*TINY, "--mnist-dir", digits, "--out", out,
                                                             "--images", images], monkeypatch, capsys)
     assert code == 0, stderr[-2000:]
