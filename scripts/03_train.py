@@ -58,10 +58,8 @@ def main():
                              "the paper (default: %(default)s)")
     parser.add_argument("--checkpoint", type=pathlib.Path, default=checkpoints.DEFAULT_CHECKPOINT,
                         help="where to save the model (default: outputs/model.pt)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from --checkpoint instead of starting afresh")
-    parser.add_argument("--n-heldout", type=cli.whole_number(2, roll.N_HELDOUT), default=roll.N_HELDOUT,
-                        help="held-out points for K (default: %(default)s)")
+    parser.add_argument("--resume", action="store_true", help="continue from --checkpoint instead of starting afresh")
+    parser.add_argument("--n-heldout", type=cli.whole_number(2, roll.N_HELDOUT), default=roll.N_HELDOUT, help="held-out points for K")
     cli.add_standard_args(parser)
     args, device, generator = cli.parse_and_prepare(parser)
     cli.output_file_or_exit(parser, args.checkpoint, "the checkpoint")
