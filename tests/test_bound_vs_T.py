@@ -13,7 +13,7 @@ import common
 import likelihood
 import checkpoints
 import roll
-from conftest import start_script
+from conftest import run_main, start_script
 from model import ReverseModel
 
 D = common.D
@@ -205,19 +205,20 @@ LINES = {
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The script run side by side: a tiny run on an untrained model's checkpoint, a run without a
-    checkpoint, and one with a bad number: name -> (folder, CompletedProcess)."""
+    """The script run side by side: a run without a checkpoint and one with a bad number as real
+    processes (their exit status and stderr), and meanwhile a tiny run on an untrained model's
+    checkpoint in this process (conftest.run_main): name -> (folder, CompletedProcess)."""
     folder = tmp_path_factory.mktemp("chapter7")
     torch.manual_seed(0)
     checkpoints.save_checkpoint(folder / "model.pt", ReverseModel(hidden=16, depth=1, n_frequencies=4),
                              common.make_schedule(), argparse.Namespace(), 0)
     tiny = ["--points", 6, "--M", 1, 2, 4, "--bayes-points", 4, "--steps", 2, 3, "--shape-steps", 3]
     started = {
-        "tiny": start_script("07_bound.py", "--checkpoint", folder / "model.pt", "--images", folder, *tiny),
         "missing": start_script("07_bound.py", "--checkpoint", folder / "absent.pt", "--images", folder),
         "one step": start_script("07_bound.py", "--steps", 10, 1, "--images", folder),
     }
-    return folder, {name: run.wait() for name, run in started.items()}
+    tiny = run_main("07_bound.py", "--checkpoint", folder / "model.pt", "--images", folder, *tiny)
+    return folder, {"tiny": tiny, **{name: run.wait() for name, run in started.items()}}
 
 
 def test_script_prints_every_number_in_its_documented_line(runs):

@@ -1,9 +1,11 @@
 """Chapter 1 (scripts/01_forward_process.py) run as a user runs it.
 
-The script takes ~10 s (mostly drawing the GIF), so the four runs these tests need are started
-together once, side by side, and each test waits for the one it reads."""
+The script takes ~10 s (mostly drawing the GIF), so the four runs these tests need are made
+together once: three real processes side by side and one in this process meanwhile; each test
+waits for the one it reads."""
 import math
 import re
+import subprocess
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from PIL import Image
 
 import common
 import roll
-from conftest import start_script
+from conftest import run_main, start_script
 
 SCRIPT = "01_forward_process.py"
 ARGS = ("--n-points", "2000", "--seed", "1")
@@ -23,20 +25,23 @@ GAPS = re.compile(r"chain vs closed form (\d+\.\d+), closed form vs theory (\d+\
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Start every run of the script this module needs; values are (handle, images folder)."""
+    """Every run of the script this module needs: three real processes started side by side (the
+    second run of the seed, --help, a bad number: exit status and stderr as a reader sees them)
+    and, meanwhile, the first run in this process (conftest.run_main); values are (handle or
+    CompletedProcess, images folder)."""
     folders = {key: tmp_path_factory.mktemp(key) for key in ("first", "second", "help", "bad")}
     started = {
-        "first": start_script(SCRIPT, *ARGS, "--images", folders["first"]),
         "second": start_script(SCRIPT, *ARGS, "--images", folders["second"]),
         "help": start_script(SCRIPT, "--help"),
         "bad": start_script(SCRIPT, "--n-points", "0", "--images", folders["bad"]),
     }
+    started["first"] = run_main(SCRIPT, *ARGS, "--images", folders["first"])
     return {key: (handle, folders[key]) for key, handle in started.items()}
 
 
 def finished(runs, key):
     handle, folder = runs[key]
-    return handle.wait(), folder
+    return handle if isinstance(handle, subprocess.CompletedProcess) else handle.wait(), folder
 
 
 def table(stdout):

@@ -17,6 +17,7 @@ import ddim
 import continuous
 import checkpoints
 import roll
+from conftest import load_script
 from model import ContinuousTimeModel, ReverseModel
 from test_robustness import call_main, the_error_line
 
@@ -217,6 +218,8 @@ TINY = ["--iters", "20", "--batch-size", "256", "--calls", "1,2", "--n-samples",
 
 def test_the_script_runs_end_to_end_with_tiny_settings(checkpoint_folder, tmp_path, monkeypatch, capsys,
                                                        keep_process_settings):
+    """Every line and file of the chapter; the paths figure drawn from 20 ODE paths instead of 300."""
+    monkeypatch.setattr(load_script(SCRIPT), "PATHS", 20)
     code, out, err = call_main(SCRIPT, [*TINY, "--chapter3", checkpoint_folder / "model.pt", "--chapter5",
                                         checkpoint_folder / "ddpm.pt", "--images", tmp_path / "images",
                                         "--out-dir", tmp_path / "out", "--device", "cpu"], monkeypatch, capsys)

@@ -300,13 +300,15 @@ def chapter8_checkpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def chapter9_run(run_script, chapter8_checkpoint, tmp_path_factory):
-    """Chapter 9 run with tiny settings: (its CompletedProcess, its folder with conditional.pt)."""
+def chapter9_run(chapter8_checkpoint, tmp_path_factory):
+    """Chapter 9 run with tiny settings, in this process (conftest.run_main): (its CompletedProcess,
+    its folder with conditional.pt)."""
+    import conftest
     folder = tmp_path_factory.mktemp("chapter9")
-    result = run_script("09_guidance.py", "--pictures", chapter8_checkpoint, "--iters", 4, "--batch-size", 64,
-                        "--samples-per-class", 2, "--w", "0,1", "--digits", "3,7", "--steps", 4,
-                        "--n-bound", 6, "--n-moments", 20, "--images", folder,
-                        "--checkpoint", folder / "conditional.pt", "--out-dir", folder)
+    result = conftest.run_main("09_guidance.py", "--pictures", chapter8_checkpoint, "--iters", 4, "--batch-size", 64,
+                               "--samples-per-class", 2, "--w", "0,1", "--digits", "3,7", "--steps", 4,
+                               "--n-bound", 6, "--n-moments", 20, "--images", folder,
+                               "--checkpoint", folder / "conditional.pt", "--out-dir", folder)
     assert result.returncode == 0, result.stderr[-2000:]
     return result, folder
 
@@ -326,12 +328,13 @@ def test_chapter9_runs_end_to_end_with_tiny_settings(chapter9_run):
         assert (folder / name).stat().st_size > 0, name
 
 
-def test_chapter10_inpaints_with_chapter9s_network_end_to_end_with_tiny_settings(run_script, chapter9_run, tmp_path):
+def test_chapter10_inpaints_with_chapter9s_network_end_to_end_with_tiny_settings(chapter9_run, tmp_path):
     """Every mask and method prints its line, inpainted.npz has the promised keys and shapes, and
-    both figures are written into the temporary --images folder."""
+    both figures are written into the temporary --images folder (in this process: conftest.run_main)."""
+    import conftest
     _, folder = chapter9_run
-    result = run_script("10_inpainting.py", "--conditional", folder / "conditional.pt", "--completions", 2,
-                        "--held-out", 12, "--steps", 4, "--images", tmp_path, "--out-dir", tmp_path)
+    result = conftest.run_main("10_inpainting.py", "--conditional", folder / "conditional.pt", "--completions", 2,
+                               "--held-out", 12, "--steps", 4, "--images", tmp_path, "--out-dir", tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("accuracy") >= 4 * 5, result.stdout
     inpainted = np.load(tmp_path / "inpainted.npz")

@@ -18,6 +18,7 @@ import likelihood
 from model import ReverseModel
 from unet import UNet
 from conftest import ROOT, SCRIPTS, load_script
+from test_mnist import write_fewer_digits
 
 README = (ROOT / "README.md").read_text()
 SECTION = README[README.index("## Stepping through with ipdb"):]
@@ -96,8 +97,8 @@ def run_to_stop(script, path, line, expression, tmp_path, monkeypatch):
         checkpoints.save_checkpoint(tmp_path / "ddpm.pt", ReverseModel(covariance="none"), common.make_schedule(),
                                     argparse.Namespace(iters=1), 1)
         args += ["--roll-checkpoint", str(tmp_path / "ddpm.pt"), "--out-dir", str(tmp_path / "one_step")]
-    if script == "12_latent_space.py":
-        args += ["--out", str(tmp_path / "latent")]
+    if script == "12_latent_space.py":   # its steps up to the stop encode and score every digit: 500 of them here
+        args += ["--out", str(tmp_path / "latent"), "--mnist-dir", str(write_fewer_digits(tmp_path / "mnist", 400, 100))]
     if script == "13_text_to_image.py":   # a tiny untrained autoencoder in place of chapter 12's
         import autoencoder
         torch.manual_seed(0)

@@ -7,7 +7,9 @@ import torch
 
 import common
 import pictures
-from conftest import run_script, load_script
+from conftest import load_script, start_script
+from test_mnist import write_fewer_digits
+from test_robustness import call_main
 
 TINY = ["--ae-iters", "2", "--latent-iters", "2", "--pixel-iters", "2", "--classifier-iters", "2",
         "--n-samples", "20", "--device", "cpu"]
@@ -30,18 +32,31 @@ def test_the_pixel_and_latent_paths_draw_the_same_x_t_from_the_same_x0_eps_and_t
         assert torch.equal(x_t, flat) and torch.allclose(x_t.double(), by_hand, atol=1e-6)
 
 
-def test_a_tiny_run_writes_samples_and_figures_and_reuse_refuses_a_missing_file(tmp_path):
+def test_a_tiny_run_writes_samples_and_figures_and_reuse_refuses_a_missing_file(tmp_path, monkeypatch, capsys,
+                                                                               keep_process_settings):
+    """On a tenth of the digits, given as IDX files with --mnist-dir (every step's cost grows with
+    the digits it encodes and scores). The refusal is a real process (its exit status and its one
+    line are what a reader sees), started first so that it runs beside the tiny run; the tiny run
+    runs in this process (an interpreter and its imports fewer) and samples with fewer steps (the
+    same code): 4 DDIM steps for the comparison of spaces instead of 20, 2, 3 and 4 steps for the
+    comparison of samplers instead of 10, 20 and 50, 5 for the reverse process's GIF instead of 50."""
     out, images = tmp_path / "out", tmp_path / "images"
-    result = run_script("12_latent_space.py", *TINY, "--out", str(out), "--images", str(images), timeout=900)
-    assert result.returncode == 0, result.stderr[-2000:]
+    digits = write_fewer_digits(tmp_path / "mnist", 400, 100)
+    missing = start_script("12_latent_space.py", *TINY, "--mnist-dir", digits, "--reuse", "--out", tmp_path / "empty",
+                           "--images", tmp_path / "refused", timeout=900)
+    for constant, value in (("STEPS", 4), ("SAMPLER_STEPS", (2, 3, 4)), ("GIF_STEPS", 5)):
+        monkeypatch.setattr(load_script("12_latent_space.py"), constant, value)
+    code, stdout, stderr = call_main("12_latent_space.py", [*TINY, "--mnist-dir", digits, "--out", out,
+                                                            "--images", images], monkeypatch, capsys)
+    assert code == 0, stderr[-2000:]
     for name in ("samples.npy", "pixel_samples.npy"):
         samples = np.load(out / name)
         assert samples.shape == (20, 28, 28) and samples.dtype == np.uint8, (name, samples.shape, samples.dtype)
     for name in ("12_reconstructions.png", "12_latent_channels.png", "12_reverse.gif", "12_samples.png", "12_samplers.png"):
         assert (images / name).stat().st_size > 0, name
     for line in ("at equal training time", "Frechet distance", "dpm++2m", "scale factor"):
-        assert line in result.stdout, (line, result.stdout)
-    missing = run_script("12_latent_space.py", *TINY, "--reuse", "--out", str(tmp_path / "empty"),
-                         "--images", str(images), timeout=900)
+        assert line in stdout, (line, stdout)
+    missing = missing.wait()
     last = missing.stderr.strip().splitlines()[-1]
     assert missing.returncode == 1 and last.startswith("error: no checkpoint") and "--reuse" in last, missing.stderr[-500:]
+    assert not (tmp_path / "empty" / "samples.npy").exists()

@@ -20,6 +20,18 @@ def write_idx(path, array):
         file.write(header + array.tobytes())
 
 
+def write_fewer_digits(folder, n_train, n_heldout):
+    """The first n_train training and n_heldout held-out digits of the fixed split as the four
+    IDX files --mnist-dir reads: the folder."""
+    train_x, train_y, heldout_x, heldout_y = mnist.load_split()
+    folder.mkdir()
+    for (images_name, labels_name), (x, y) in zip(mnist.IDX_FILES.values(), ((train_x[:n_train], train_y[:n_train]),
+                                                                             (heldout_x[:n_heldout], heldout_y[:n_heldout]))):
+        write_idx(folder / images_name, x)
+        write_idx(folder / labels_name, y)
+    return folder
+
+
 def test_split_is_fixed_stratified_disjoint_and_4000_1000():
     train_x, train_y, held_x, held_y = mnist.load_split()
     again = mnist.load_split()

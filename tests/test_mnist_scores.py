@@ -27,16 +27,18 @@ def test_frechet_distance_matches_closed_forms_for_two_gaussians():
 
 
 def test_two_sample_test_tells_apart_digits_with_a_faint_haze_from_real_ones():
-    """150 held-out digits against 150 others: near chance (within 4 spreads of 0.5); the same
-    digits with a haze of level 40 on 10% of their paper pixels: far above chance."""
+    """100 held-out digits against 100 others: near chance (within 4 spreads of 0.5); the same
+    digits with a haze of level 40 on 10% of their paper pixels: far above chance. (Measured on
+    three disjoint draws of 100 + 100: 0.46-0.56 and 1.0 for the haze, against limits 0.36-0.64
+    and 0.78; 150 + 150 gave 0.46-0.51 and 1.0.)"""
     _, _, heldout_x, _ = mnist.load_split()
-    a, b = heldout_x[:150], heldout_x[150:300].copy()
+    a, b = heldout_x[:100], heldout_x[100:200].copy()
     same = two_sample.two_sample_accuracy(a, b, top=255)
     rng = np.random.default_rng(0)
     hazy = b.copy()
     hazy[(hazy == 0) & (rng.random(hazy.shape) < 0.1)] = 40
     differ = two_sample.two_sample_accuracy(a, hazy, top=255)
-    spread = two_sample.chance_spread(150)
+    spread = two_sample.chance_spread(100)
     assert abs(same - 0.5) < 4 * spread and differ > 0.5 + 8 * spread, (same, differ, spread)
 
 
@@ -50,12 +52,13 @@ def test_nearest_training_digit_is_found_with_its_rms_distance():
 
 
 def test_a_short_trained_classifier_calls_digits_and_not_noise_or_blends():
-    """150 steps: held-out accuracy above 0.8, and fewer than 10% of noise or blends called a
-    digit with confidence above 0.9 (a classifier trained on digits alone calls most of them)."""
+    """100 steps: held-out accuracy above 0.8, and fewer than 10% of noise or blends called a
+    digit with confidence above 0.9 (a classifier trained on digits alone calls most of them).
+    (Measured with seeds 0, 1, 2: accuracy 0.91-0.93, none of the non-digits called.)"""
     torch.manual_seed(0)
     train_x, train_y, heldout_x, heldout_y = mnist.load_split()
     generator = torch.Generator().manual_seed(0)
-    classifier = mnist_scores.fit_classifier(train_x, train_y, generator, iters=150)
+    classifier = mnist_scores.fit_classifier(train_x, train_y, generator, iters=100)
     probabilities, features = mnist_scores.classify(classifier, heldout_x[:300])
     assert features.shape == (300, mnist_scores.FEATURES)
     accuracy = (probabilities.argmax(1) == heldout_y[:300]).mean()

@@ -239,10 +239,11 @@ TINY = ("--iters", "30", "--batch-size", "32", "--base-channels", "8", "--T", "1
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from conftest import run_script
+    """The tiny run in this process (run_main: what it prints and writes, without a new interpreter)."""
+    from conftest import run_main
     folder = tmp_path_factory.mktemp("pictures")
-    result = run_script("08_pictures.py", *TINY, "--images", str(folder), "--checkpoint", str(folder / "unet.pt"),
-                        "--samples", str(folder / "samples.npy"))
+    result = run_main("08_pictures.py", *TINY, "--images", str(folder), "--checkpoint", str(folder / "unet.pt"),
+                      "--samples", str(folder / "samples.npy"))
     return result, folder
 
 

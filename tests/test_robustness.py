@@ -43,7 +43,8 @@ from model import ReverseModel
 from conftest import DEFAULT_TIMEOUT, ROOT, SCRIPTS, load_script, start_script
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
-TRAIN = ("--iters", 30, "--batch-size", 64, "--seed", 5, "--device", "cpu")  # ~0.2 s of training
+TRAIN = ("--iters", 30, "--batch-size", 64, "--seed", 5, "--device", "cpu",   # ~0.2 s of training, and
+         "--n-heldout", 500)                    # K on 500 held-out points, not 20,000 (~3 s): no test reads its value
 INTERRUPTED_ITERS = 300   # long enough to Ctrl-C in the middle, short enough to --resume to the end
 SEED_RANGE = "from 0 to 9223372036854775807"  # torch's generators take seeds 0..2**63 - 1
 
@@ -201,7 +202,7 @@ def run_interrupted_then_resumed(background, folder):
     """03_train.py interrupted by a real SIGINT once its tqdm bar shows progress, then the same
     command with --resume. Returns what each step printed and left behind."""
     checkpoint = folder / "run" / "model.pt"
-    options = ("--iters", INTERRUPTED_ITERS, "--batch-size", 64, "--seed", 0, "--device", "cpu",
+    options = ("--iters", INTERRUPTED_ITERS, "--batch-size", 64, "--seed", 0, "--device", "cpu", "--n-heldout", 500,
                "--checkpoint", checkpoint, "--images", folder / "run" / "images")
     args = [sys.executable, str(SCRIPTS / "03_train.py"), *map(str, options)]
     out_path, err_path = folder / "stdout.txt", folder / "stderr.txt"

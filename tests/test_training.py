@@ -13,7 +13,7 @@ import common
 import checkpoints
 import roll
 from model import ReverseModel
-from conftest import load_script, run_script
+from conftest import load_script, run_main
 
 K_LINE = re.compile(r"^K = (-?[\d.]+) bits  \(K - L_null = (-?[\d.]+) bits; paper Table 1: 2\.35 / 6\.45\)$",
                     re.MULTILINE)
@@ -22,10 +22,11 @@ ITERS, BATCH = 200, 1024   # a few seconds of training: enough to see K rise and
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """03_train.py run for real, briefly: its stdout and the model it saved."""
+    """03_train.py run briefly, its main() in this process (conftest.run_main): its stdout and the
+    model it saved."""
     folder = tmp_path_factory.mktemp("train")
-    run = run_script("03_train.py", "--iters", ITERS, "--batch-size", BATCH, "--seed", 0,
-                     "--checkpoint", folder / "model.pt", "--images", folder)
+    run = run_main("03_train.py", "--iters", ITERS, "--batch-size", BATCH, "--seed", 0, "--n-heldout", 1000,
+                   "--checkpoint", folder / "model.pt", "--images", folder)
     assert run.returncode == 0, f"03_train.py failed:\n{run.stderr[-2000:]}"
     model, schedule, checkpoint = checkpoints.load_checkpoint(folder / "model.pt")
     return run.stdout, model, schedule, folder
@@ -159,10 +160,10 @@ def test_every_optimizer_step_uses_the_scheduled_learning_rate(tmp_path, monkeyp
 
 @pytest.fixture(scope="module")
 def trained_diagonal(tmp_path_factory):
-    """03_train.py --covariance diagonal, a tiny run: the model it saved, and the folder."""
+    """03_train.py --covariance diagonal, a tiny run in this process (conftest.run_main): the model it saved."""
     folder = tmp_path_factory.mktemp("train_diagonal")
-    run = run_script("03_train.py", "--covariance", "diagonal", "--iters", 30, "--batch-size", 256,
-                     "--seed", 0, "--checkpoint", folder / "model.pt", "--images", folder)
+    run = run_main("03_train.py", "--covariance", "diagonal", "--iters", 30, "--batch-size", 256, "--n-heldout", 200,
+                   "--seed", 0, "--checkpoint", folder / "model.pt", "--images", folder)
     assert run.returncode == 0, f"03_train.py --covariance diagonal failed:\n{run.stderr[-2000:]}"
     return checkpoints.load_checkpoint(folder / "model.pt")
 
