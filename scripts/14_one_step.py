@@ -26,7 +26,6 @@ import distill
 import figures
 import pictures
 import roll
-from unet import UNet
 
 TEACHER_CALLS = 32      # the teacher's DDIM jumps, spread evenly in log SNR; each round halves them
 ROLL_ITERS = 800        # iterations per round on the roll
@@ -35,7 +34,6 @@ ROLL_LR = 1e-3          # Adam's step size, decayed on a cosine within each roun
 DIGITS_ITERS = 300      # iterations per round on the digits
 DIGITS_BATCH = 128      # digits per iteration
 DIGITS_LR = 2e-4
-X0_HEAD_CHANNELS = 16   # the digits' students: a UNet of this width adding to x0_hat in x0's units (0: none)
 N_SAMPLES = 5000        # roll samples per sampler
 N_DIGITS = 1000         # digit samples per sampler (as chapter 8)
 DDIM_REFERENCE = 20     # chapter 8's DDIM comparison: the digits' DDIM at this many calls too
@@ -55,9 +53,6 @@ def parse_arguments():
                         help="peak Adam step size of each round on the roll (default: %(default)s)")
     parser.add_argument("--digits-iters", type=cli.whole_number(0), default=DIGITS_ITERS,
                         help="iterations per round on the digits, 0 to skip them (default: %(default)s)")
-    parser.add_argument("--x0-head-channels", type=cli.whole_number(0), default=X0_HEAD_CHANNELS,
-                        help="the digits' students: base channels of an x0 head (distill.OnPoints), "
-                             "0 for the eps output alone (default: %(default)s)")
     parser.add_argument("--n-samples", type=cli.whole_number(20), default=N_SAMPLES,
                         help="roll samples per sampler (default: %(default)s)")
     parser.add_argument("--n-digits", type=cli.whole_number(20), default=N_DIGITS,
@@ -163,9 +158,7 @@ def distil_digits(args, unet, schedule, x0_form, generator, device):
     real = digits.real_digit_scores(split, classifier, args.seed)
     print(f"held-out digits: confident {real['confident']:.3f}  two-sample accuracy against training "
           f"digits {real['two_sample']:.3f}")
-    # the x0 head starts at zero: this is chapter 8's network exactly; its students learn the head too
-    head = UNet(args.x0_head_channels).to(device) if args.x0_head_channels else None
-    teacher = distill.OnPoints(unet, head).eval()
+    teacher = distill.OnPoints(unet).eval()
     z_T = torch.randn(args.n_digits, digits.PIXELS, generator=generator).to(device)
     reference = distill.sample(teacher, distill.log_snr_grid(schedule, DDIM_REFERENCE), z_T, schedule)
     print(f"digits: DDIM at {DDIM_REFERENCE} calls: {score(reference)}")

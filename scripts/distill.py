@@ -60,27 +60,18 @@ def truncated_snr_weight(t, schedule):
 
 def predict_x0(network, z_t, t, schedule):
     """The network's guess of the data, x0_hat = (z_t - sigma_t eps_theta) / alpha_t
-    (common.x0_from_eps), plus its x0 head's correction where it has one (OnPoints); t one step
-    or a tensor of steps, one per point."""
+    (common.x0_from_eps); t one step or a tensor of steps, one per point."""
     steps = torch.as_tensor(t, device=z_t.device).expand(z_t.shape[0])
-    x0_hat = common.x0_from_eps(z_t, network(z_t, steps)[0], t, schedule)
-    head = getattr(network, "x0_head", None)
-    return x0_hat if head is None else x0_hat + pictures.flat(head(pictures.as_images(z_t), steps))
+    return common.x0_from_eps(z_t, network(z_t, steps)[0], t, schedule)
 
 
 class OnPoints(torch.nn.Module):
     """Chapter 8's UNet as the roll's eps-networks are called: on points (n, 64), returning
-    (eps (n, 64), None) (pictures.eps_network), but a module, so a round can copy and train it.
+    (eps (n, 64), None) (pictures.eps_network), but a module, so a round can copy and train it."""
 
-    With x0_head, a second, smaller UNet whose output is added to x0_hat in x0's own units
-    (predict_x0): the eps output reaches x0_hat multiplied by sigma_t / alpha_t, 63 at the digits'
-    t = T, so a small eps error there is a large pixel error; the head's is not multiplied. Its
-    output layer starts at zero (as every UNet's), so a student with a new head is its teacher."""
-
-    def __init__(self, unet, x0_head=None):
+    def __init__(self, unet):
         super().__init__()
         self.unet = unet
-        self.x0_head = x0_head
 
     def forward(self, z, t):
         return pictures.eps_network(self.unet)(z, t)
