@@ -308,6 +308,7 @@ def main():
     runs.prepare_training()
     began = time.perf_counter()
     latents = load_autoencoder(parser, args.autoencoder, device)
+    model = load_model(parser, args.checkpoint, device) if args.reuse else None   # refused before any data is read
     split = mnist.load_split()
     cuts, thirds = prompts_from_the_data(split)
 
@@ -316,9 +317,7 @@ def main():
     with torch.no_grad():
         z0 = torch.cat([latent_model.encode(x.to(device))[0].cpu() for x in mnist.to_unit(split[0]).split(500)]) * scale
     schedule = pictures.image_schedule(T, BETA_1, LOG_SNR_T, SHAPE)
-    if args.reuse:
-        model = load_model(parser, args.checkpoint, device)
-    else:
+    if model is None:
         model = train_with_prompts(parser, args, z0, torch.as_tensor(split[1]), thirds, schedule, device, generator)
         save_model(args.checkpoint, model, args)
     torch.manual_seed(args.seed)   # the classifier starts from the same weights, trained here or --reuse
