@@ -46,7 +46,7 @@ K_POINTS = 4000           # held-out points for K (standard error about 0.03 bit
 MOMENT_POINTS = 20_000    # roll points per step for E||eps_theta||^2 (Analytic-DPM's statistic)
 PATHS = 400               # deterministic paths drawn in 06_ddim_paths.png
 PATH_STEPS = 10           # ... with this many steps
-K_RANGE = 4.0             # bits of K shown on 06_quality.png's linear axis, below the best run
+K_LINEAR = 4.0            # 06_quality.png's K axis is linear within this many bits of 0, log beyond
 
 
 def make_parser():
@@ -191,38 +191,43 @@ def draw_paths(path, paths):
 
 def draw_quality(path, results, steps, band):
     """06_quality.png: off-curve share, W1(u) (beside real samples' band) and K against the steps.
-    K falls by thousands of bits at 2 steps for some samplers: its axis is linear over the range
-    where the samplers compete (K_RANGE bits below the best), and a K below that range is drawn
-    as a marker on the axis's floor, labelled with its value."""
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
-    K = {(name, S): results[name, S][1][0] for name in SAMPLERS for S in steps if results[name, S][1] is not None}
-    floor = max(K.values(), default=0.0) - K_RANGE
-    for row, (name, color) in enumerate(zip(SAMPLERS, plt.cm.tab10.colors)):   # one colour per sampler
+    K falls by thousands of bits at 2 steps for some samplers, so its axis is linear within
+    K_LINEAR bits of 0, where the samplers compete, and logarithmic beyond: every value has its
+    place, none is cut off."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    for name, color in zip(SAMPLERS, plt.cm.tab10.colors):   # one colour per sampler
         axes[0].plot(steps, [100 * results[name, S][0]["off_curve"] for S in steps], "o-", color=color, label=name)
-        axes[1].plot(steps, [results[name, S][0]["w1_u"] for S in steps], "o-", color=color, label=name)
-        if (name, steps[0]) in K:
-            values = [K[name, S] for S in steps]
-            axes[2].plot(steps, [k if k >= floor else math.nan for k in values], "o-", color=color, label=name)
-            for S, k in zip(steps, values):
-                if k < floor:   # side by side when two samplers are both below the floor at S
-                    x = S * 1.08 ** (row - (len(SAMPLERS) - 1) / 2)
-                    axes[2].plot(x, floor, "v", ms=9, color=color)
-                    axes[2].annotate(f"{k:.0f}" if k < -100 else f"{k:.1f}", (x, floor), xytext=(0, -16 - 10 * row),
-                                     textcoords="offset points", ha="center", fontsize=8, color=color)
-    axes[1].axhspan(*band, color="gray", alpha=0.3, label="real roll, 5-95%")
-    for ax, label in zip(axes, ["off the curve (%)", "W1(u): mass along the curve", "K (bits, held-out)"]):
-        ax.set(xscale="log", xlabel="steps", ylabel=label)
+        axes[1].plot(steps, [results[name, S][0]["w1_u"] for S in steps], "o-", color=color)
+        if results[name, steps[0]][1] is not None:
+            axes[2].plot(steps, [results[name, S][1][0] for S in steps], "o-", color=color)
+    axes[1].axhspan(*band, color="gray", alpha=0.3, label="real roll samples, 5-95%")
+    titles = ["the share of samples off the curve", "W1(u): how unevenly they spread along it",
+              "K of the two stochastic chains (held-out)"]
+    labels = ["off the curve (%)", "W1(u)", "K (bits)"]
+    for ax, title, label in zip(axes, titles, labels):
+        ax.set(xscale="log", xlabel="steps (fewer to the left)", ylabel=label, title=title)
         ax.set_xticks(steps, [str(S) for S in steps])
         ax.set_xticks([], minor=True)
-        if ax.get_legend_handles_labels()[0]:   # no K panel legend when K was skipped
-            ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
     axes[0].set_yscale("symlog", linthresh=0.1)   # 0% has a place on it, and so has 90%
     axes[0].set_ylim(0, 100)
+    axes[0].set_yticks([0, 0.1, 1, 10, 100], ["0", "0.1", "1", "10", "100"])
     axes[1].set_yscale("log")
-    if K:
-        axes[2].set_ylim(floor - 0.3 * K_RANGE, floor + 1.1 * K_RANGE)
-        axes[2].set_title(f"K below {floor:.1f} bits: v on the floor, value below", fontsize=9)
-    fig.tight_layout()
+    axes[1].set_yticks([0.003, 0.01, 0.03, 0.1, 0.3], ["0.003", "0.01", "0.03", "0.1", "0.3"])
+    axes[1].set_yticks([], minor=True)
+    axes[2].set_yscale("symlog", linthresh=K_LINEAR, linscale=2.0)
+    low = min((results[name, S][1][0] for name in STOCHASTIC for S in steps
+               if results[name, S][1] is not None), default=-K_LINEAR)
+    ticks = [-(10 ** k) for k in range(int(math.log10(max(-low, 10.0))), 0, -1)] + [-K_LINEAR, -K_LINEAR / 2, 0, K_LINEAR / 2]
+    axes[2].set_yticks(ticks, [f"{v:g}" for v in ticks])
+    axes[2].set_yticks([], minor=True)
+    axes[2].set_ylim(min(3.0 * low, -K_LINEAR), K_LINEAR)
+    axes[2].axhspan(-K_LINEAR, K_LINEAR, color="gray", alpha=0.08)
+    axes[2].set_title(f"{titles[2]}\naxis linear within +-{K_LINEAR:g} bits (shaded), logarithmic below",
+                      fontsize=10)
+    handles = [h for ax in axes[:2] for h in ax.get_legend_handles_labels()[0]]
+    fig.legend(handles, [h.get_label() for h in handles], loc="upper center", ncol=len(handles), frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     figures.save_figure(fig, path)
 
 
