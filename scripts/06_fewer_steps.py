@@ -16,6 +16,7 @@ real roll samples of the same size. The README's chapter 6 reads these rows.
 
 Writes outputs/fewer_steps/<sampler>_<steps>.npy (N x 2, the data's standardised coordinates)
 and, into images/:
+- 06_respacing.png  the steps each respaced chain keeps, against t, the log SNR and the noise
 - 06_samples.png   a grid of samples, sampler by number of steps
 - 06_ddim_paths.png  deterministic DDIM paths from noise to the roll: the map eta = 0 follows
 - 06_quality.png   off-curve share, W1(u) and K against the number of steps, per sampler
@@ -152,12 +153,46 @@ def main():
     results, samples, paths = sample_and_score(network, schedule, tau, mean_sq_eps, args, device)
     band = real_roll_band(args)
 
+    draw_respacing(args.images / "06_respacing.png", schedule, tau, args.spacing)
     draw_samples(args.images / "06_samples.png", samples, args.steps)
     if paths is not None:
         draw_paths(args.images / "06_ddim_paths.png", paths)
     draw_quality(args.images / "06_quality.png", results, args.steps, band)
-    print(f"figures written to {args.images}/: 06_samples.png, "
+    print(f"figures written to {args.images}/: 06_respacing.png, 06_samples.png, "
           f"{'06_ddim_paths.png, ' if paths is not None else ''}06_quality.png")
+
+
+def draw_respacing(path, schedule, tau, spacing):
+    """README 6, "Respacing": 06_respacing.png, the steps each sub-sequence tau keeps, one row per
+    number of steps, over ticks at all T steps of the full chain, against t, against the log SNR
+    lambda_t and against the noise std sqrt(1 - alpha_bar_t); a line joins the kept steps, the jumps
+    the shorter chain makes. On our schedule lambda_t is a straight line in t, so the first two
+    panels agree; the third shows where those steps fall in noise."""
+    level, noise = common.log_snr(schedule), (1.0 - schedule.alpha_bar).sqrt()
+    rows = sorted(tau, reverse=True)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 1.3 + 0.6 * len(rows)), sharey=True)
+    panels = ((axes[0], lambda t: torch.as_tensor(t, dtype=torch.float64), "step t"),
+              (axes[1], lambda t: level[torch.as_tensor(t)], "log SNR lambda_t"),
+              (axes[2], lambda t: noise[torch.as_tensor(t)], "noise std sqrt(1 - alpha_bar_t)"))
+    for ax, position, label in panels:
+        every = position(torch.arange(1, schedule.T + 1))
+        for row, steps in enumerate(rows):
+            ax.plot(every, [row] * schedule.T, "|", ms=10, color="lightgray")
+            ax.plot(position(tau[steps]), [row] * steps, "o-", ms=5, lw=1, color=plt.cm.tab10(row))
+        ax.set(xlabel=label, title=f"against the {label}")
+        ax.grid(axis="x", alpha=0.3)
+    for row, steps in enumerate(rows):   # the kept t, written out where there is room
+        if steps <= 10:
+            for t in tau[steps]:
+                axes[0].annotate(str(t), (t, row), xytext=(0, 6), textcoords="offset points",
+                                 ha="center", fontsize=7)
+    axes[1].invert_xaxis()   # all panels: the noise grows to the right, and the sampler walks leftwards
+    axes[0].set_yticks(range(len(rows)), [f"{S} steps ({S - 1} network call{'s' if S > 2 else ''})" for S in rows])
+    axes[0].invert_yaxis()
+    fig.suptitle(f"the steps a respaced chain keeps: S of the T = {schedule.T} steps (grey ticks), "
+                 f"spread evenly in {spacing}; the sampler walks from t = T (right) to t = 1 (left)")
+    fig.tight_layout()
+    figures.save_figure(fig, path)
 
 
 def draw_samples(path, samples, steps):
