@@ -204,17 +204,20 @@ def draw_weights_and_variances(weight, mean_sq_x0_error, variance, kl, schedule,
     fig.tight_layout()
     figures.save_figure(fig, images / "05_weights.png")
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    # One colour per variance in both panels, and one legend beside them, off the curves.
+    colours = dict(zip([*VARIANCES, "chapter 3"], plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.2))
     for name, var in variance.items():
-        axes[0].semilogy(t_axis, (var / variance["beta_tilde"])[2:], marker=".", label=name)
-    axes[0].set(xlabel="step t", ylabel="sigma_t^2 / beta_tilde_t", title="the isotropic variances")
-    axes[0].legend()
+        axes[0].plot(t_axis, (var / variance["beta_tilde"])[2:], marker=".", color=colours[name])
+    axes[0].set(xlabel="step t", ylabel="sigma_t^2 / beta_tilde_t", title="the isotropic variances, against beta_tilde_t")
     for name, table in kl.items():
-        axes[1].plot(t_axis, common.nats_to_bits((table - kl["isotropic_best"])[:, 2:].mean(0)), marker=".", label=name)
+        axes[1].plot(t_axis, common.nats_to_bits((table - kl["isotropic_best"])[:, 2:].mean(0)), marker=".",
+                     color=colours[name], label=name)
+    axes[1].axhline(0.0, color="gray", lw=0.8)
     axes[1].set(xlabel="step t", ylabel="KL_t - KL_t(isotropic_best), bits",
-                title="where each variance loses its bits")
-    axes[1].legend()
-    fig.tight_layout()
+                title="where each variance loses its bits (above 0: worse)")
+    fig.legend(*axes[1].get_legend_handles_labels(), loc="center right", title="variance")
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
     figures.save_figure(fig, images / "05_kl_per_step.png")
 
 
