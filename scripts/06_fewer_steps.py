@@ -21,8 +21,7 @@ and, into images/:
 - 06_ddim_paths.png  deterministic DDIM paths from noise to the roll: the map eta = 0 follows
 - 06_quality.png   off-curve share, W1(u) and K against the number of steps, per sampler
 
-Where the samplers' errors come from (the network, the start or the step) is measured by
-docs/whose_error.py, with these functions (docs/claims.md).
+Where the samplers' errors come from (network, start or step): docs/whose_error.py (docs/claims.md).
 """
 import argparse
 import math
