@@ -158,8 +158,23 @@ def draw_schedule(schedule, path):
     snr.axhline(0.0, color="gray", lw=0.8)
     snr.set(xlabel="t", ylabel="log SNR_t = log(alpha_bar_t / (1 - alpha_bar_t))",
             title="the schedule: log SNR falls in equal steps")
-    left.semilogy(steps, beta[1:], "o-", ms=3)
-    left.set(xlabel="t", ylabel="beta_t (log scale)", title="variance added at step t")
+    # beta_1 is set by hand; every later beta_t follows from the log SNR's equal steps, so it is
+    # drawn apart: the dip to beta_2 is the change of rule, not a kink in the schedule.
+    snr.plot(1, common.log_snr(schedule)[1], "*", ms=13, color="tab:red")
+    snr.annotate("t = 1: from beta_1,\nset by hand", (1, common.log_snr(schedule)[1].item()),
+                 xytext=(8, 9), textcoords="data", color="tab:red",
+                 arrowprops=dict(arrowstyle="->", color="tab:red"))
+    left.semilogy(steps[1:], beta[2:], "o-", ms=3, label="t >= 2: from the log SNR's equal steps")
+    left.semilogy(1, beta[1], "*", ms=13, color="tab:red", label=f"beta_1 = {beta[1].item():.0e}, set by hand")
+    fall = (common.log_snr(schedule)[1] - common.log_snr(schedule)[T]).item() / (T - 1)
+    left.annotate(f"beta_2 < beta_1: beta_1 is all of x_1's noise,\n"
+                  f"each later step multiplies the noise by e^{fall:.2f},\n"
+                  f"so beta_2 ~ (e^{fall:.2f} - 1) beta_1, about half",
+                  (2, beta[2].item()), xytext=(7, 4e-7), textcoords="data", fontsize=8.5,
+                  arrowprops=dict(arrowstyle="->", color="gray"))
+    left.set(xlabel="t", ylabel="beta_t (log scale)", title="variance added at step t",
+             ylim=(1e-7, 1.0))
+    left.legend(loc="upper left", fontsize=8.5)
     right.plot(steps, alpha_bar[1:], "o-", ms=3, label="alpha_bar_t (signal kept)")
     right.plot(steps, 1 - alpha_bar[1:], "o-", ms=3, label="1 - alpha_bar_t (noise)")
     right.set(xlabel="t", title="what is left of x0 after t steps")

@@ -30,8 +30,8 @@ import figures
 import roll
 from model import ReverseModel
 
-N_POINTS = 150        # arrows drawn per panel: enough to see the roll, few enough to read
-ARROW_LENGTH = 0.3    # the posterior's median arrow is drawn this long (one step moves much less)
+N_POINTS = 150        # points x0 and x_t at the step shown
+ARROWS_SHOWN = 30     # of which the steps of so many are drawn: few enough that none cross
 NOISE_SHOWN = 0.2     # show the first step t whose noise std sqrt(1 - alpha_bar_t) exceeds this
 NOISE_ELLIPSES = 0.05  # the ellipses' step: the first t whose noise std exceeds this (a small t)
 N_ELLIPSES = 24        # ellipses drawn along the roll, at equal steps of the curve parameter u
@@ -99,21 +99,36 @@ def main():
 
 
 def draw_posterior_vs_untrained(x0, x_t, mean_q, mean_p, kl, t, path):
-    """README 2, "The target: the posterior": 02_posterior_vs_untrained.png, the data and x_t, then
-    the posterior's step and the untrained model's, each as an arrow from x_t to its mean."""
-    # One step moves a point very little, so both panels stretch their arrows by the same factor.
-    scale = ARROW_LENGTH / (mean_q - x_t).norm(dim=1).median().item()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.6))
+    """README 2, "The target: the posterior": 02_posterior_vs_untrained.png, the data and x_t (left),
+    then for a few of the points the posterior's step (middle) and the untrained model's (right),
+    each an arrow from x_t to its mean, beside a dashed line to the x0 that x_t came from."""
+    x0, x_t, mean_q, mean_p = (v.detach().cpu() for v in (x0, x_t, mean_q, mean_p))
+    shown = slice(0, ARROWS_SHOWN)   # the points are drawn at random: the first few are a fair pick
+    step_q, step_p = (mean_q - x_t).norm(dim=1).median().item(), (mean_p - x_t).norm(dim=1).median().item()
+    # The posterior's step is drawn to scale; the untrained one is too short to see, so it is
+    # stretched until its median matches, and the title says by how much.
+    stretch = step_q / step_p
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5.8))
     figures.plot_points(axes[0], x0, "")
-    axes[0].scatter(*x_t.cpu().T, s=4, color="tab:orange")
+    axes[0].scatter(*x_t.T, s=4, color="tab:orange")
     axes[0].set_title(f"x0 (blue) and x_t at t = {t} (orange)")
-    panels = [(axes[1], mean_q, f"posterior q(x_{{t-1}} | x_t, x0): mean - x_t\n(arrows x{scale:.0f})"),
-              (axes[2], mean_p, f"untrained p(x_{{t-1}} | x_t): mean - x_t\n(arrows x{scale:.0f}, KL = {kl.mean().item():.1f} nats)")]
-    for ax, mean, title in panels:
-        figures.plot_points(ax, x0, title)
-        drift = (mean - x_t).cpu()
-        ax.quiver(*x_t.cpu().T, *(drift.T * scale), angles="xy", scale_units="xy", scale=1,
-                  width=0.003, color="tab:red")
+    panels = [(axes[1], mean_q, 1.0, f"posterior q(x_{{t-1}} | x_t, x0)\nits step x_t -> mean, to scale (median {step_q:.3f}):\n"
+                                      f"towards the x0 that x_t came from (dashed)"),
+              (axes[2], mean_p, stretch, f"untrained p(x_{{t-1}} | x_t), KL = {kl.mean().item():.1f} nats\n"
+                                         f"its step x_t -> mean, drawn x{stretch:.0f} (median {step_p:.3f}):\n"
+                                         f"away from the origin (eps_theta = 0), blind to x0")]
+    for ax, mean, scale, title in panels:
+        ax.scatter(*x0.T, s=1, alpha=0.3, color="tab:blue", rasterized=True)
+        for start, end in zip(x_t[shown], x0[shown]):
+            ax.plot(*torch.stack([start, end]).T, ls="--", lw=0.8, color="gray")
+        ax.scatter(*x0[shown].T, s=14, color="tab:blue", zorder=3, label="x0")
+        ax.scatter(*x_t[shown].T, s=14, color="tab:orange", zorder=3, label="x_t")
+        ax.quiver(*x_t[shown].T, *((mean - x_t)[shown].T * scale), angles="xy", scale_units="xy",
+                  scale=1, width=0.005, headlength=3.5, headaxislength=3, color="tab:red", zorder=4,
+                  label="mean - x_t")
+        ax.set(xlim=(-figures.AXIS_LIMIT, figures.AXIS_LIMIT), ylim=(-figures.AXIS_LIMIT, figures.AXIS_LIMIT),
+               aspect="equal", title=title)
+        ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     figures.save_figure(fig, path)
 

@@ -204,41 +204,57 @@ def draw_weights_and_variances(weight, mean_sq_x0_error, variance, kl, schedule,
     fig.tight_layout()
     figures.save_figure(fig, images / "05_weights.png")
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    # One colour per variance in both panels, and one legend beside them, off the curves.
+    colours = dict(zip([*VARIANCES, "chapter 3"], plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.2))
     for name, var in variance.items():
-        axes[0].semilogy(t_axis, (var / variance["beta_tilde"])[2:], marker=".", label=name)
-    axes[0].set(xlabel="step t", ylabel="sigma_t^2 / beta_tilde_t", title="the isotropic variances")
-    axes[0].legend()
+        axes[0].plot(t_axis, (var / variance["beta_tilde"])[2:], marker=".", color=colours[name])
+    axes[0].set(xlabel="step t", ylabel="sigma_t^2 / beta_tilde_t", title="the isotropic variances, against beta_tilde_t")
     for name, table in kl.items():
-        axes[1].plot(t_axis, common.nats_to_bits((table - kl["isotropic_best"])[:, 2:].mean(0)), marker=".", label=name)
+        axes[1].plot(t_axis, common.nats_to_bits((table - kl["isotropic_best"])[:, 2:].mean(0)), marker=".",
+                     color=colours[name], label=name)
+    axes[1].axhline(0.0, color="gray", lw=0.8)
     axes[1].set(xlabel="step t", ylabel="KL_t - KL_t(isotropic_best), bits",
-                title="where each variance loses its bits")
-    axes[1].legend()
-    fig.tight_layout()
+                title="where each variance loses its bits (above 0: worse)")
+    fig.legend(*axes[1].get_legend_handles_labels(), loc="center right", title="variance")
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
     figures.save_figure(fig, images / "05_kl_per_step.png")
 
 
 def draw_samples(samples, K, scores, n_samples, images):
-    """README 5, "What it does to the samples": 05_samples.png. Below each variance's samples:
-    where along the curve they fell (u of the nearest curve point, uniform for the data), in
-    U_BINS bins against the band chance gives at this size."""
-    fig, axes = plt.subplots(2, len(VARIANCES), figsize=(3.2 * len(VARIANCES), 6.4),
-                             gridspec_kw={"height_ratios": [3, 2]})
+    """README 5, "What it does to the samples": 05_samples.png. The five rolls of samples look
+    alike, so one is drawn (learned's), coloured by where along the curve each point fell (u of
+    the nearest curve point, uniform for the data); then for each variance the histogram of u, in
+    U_BINS bins, against the band chance gives at this size: the tilt the KS test sees."""
+    fig = plt.figure(figsize=(17, 4.4), layout="constrained")
+    grid = fig.add_gridspec(1, 1 + len(VARIANCES), width_ratios=[1.1] + [1] * len(VARIANCES))
+    shown = VARIANCES[-1]
+    ax = fig.add_subplot(grid[0])
+    _, u = roll.nearest_on_curve(samples[shown])
+    ax.scatter(*samples[shown].T, c=u, cmap="viridis", s=1, rasterized=True)
+    for end, label, offset in ((0.0, "u = 0\ninner end", (-5, -32)), (1.0, "u = 1, outer end", (-40, 8))):
+        point = roll.point_at(torch.tensor([end], dtype=torch.float64))[0]
+        ax.annotate(label, point.tolist(), xytext=offset, textcoords="offset points", fontsize=9)
+    ax.set(xlim=(-figures.AXIS_LIMIT, figures.AXIS_LIMIT), ylim=(-figures.AXIS_LIMIT, figures.AXIS_LIMIT),
+           aspect="equal", xticks=[], yticks=[],
+           title=f"samples ({shown}; all five look alike),\ncoloured by the position u")
+    ax.title.set_fontsize(10)
     expected = n_samples / U_BINS
     band = 2.0 * math.sqrt(expected * (1.0 - 1.0 / U_BINS)) / expected
-    for top, bottom, name in zip(axes[0], axes[1], VARIANCES):
-        figures.plot_points(top, samples[name], f"{name}\nK = {K[name][0]:.2f} bits, "
-                                                 f"off-curve {100 * scores[name]['off_curve']:.2f}%")
-        top.set(xticks=[], yticks=[])
+    first = None
+    for k, name in enumerate(VARIANCES):
+        ax = fig.add_subplot(grid[1 + k], sharey=first)
+        first = first or ax
         _, u = roll.nearest_on_curve(samples[name])
         counts = torch.bincount((u * U_BINS).long().clamp_max(U_BINS - 1), minlength=U_BINS)
-        bottom.stairs(counts / expected, torch.linspace(0.0, 1.0, U_BINS + 1), color="tab:blue", lw=1.5)
-        bottom.axhspan(1.0 - band, 1.0 + band, color="gray", alpha=0.3, label="data: 95% of bins")
-        bottom.set(xlabel="position along the curve u", ylim=(0.7, 1.3),
-                   title=f"KS p = {scores[name]['ks_p']:.2g}")
-    axes[1, 0].set_ylabel("density / uniform")
-    axes[1, 0].legend(loc="lower left")
-    fig.tight_layout()
+        ax.axhspan(1.0 - band, 1.0 + band, color="gray", alpha=0.3, label="data: 95% of bins")
+        ax.stairs(counts / expected, torch.linspace(0.0, 1.0, U_BINS + 1), baseline=None, color="tab:blue", lw=2)
+        ax.set(xlabel="position along the curve u", ylim=(0.7, 1.3),
+               title=f"{name}\nK = {K[name][0]:.2f} bits, KS p = {scores[name]['ks_p']:.2g}")
+        if k:
+            ax.tick_params(labelleft=False)
+    first.set_ylabel("samples per bin / uniform")
+    first.legend(loc="lower left", fontsize=9)
     figures.save_figure(fig, images / "05_samples.png")
 
 

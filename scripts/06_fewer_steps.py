@@ -16,12 +16,12 @@ real roll samples of the same size. The README's chapter 6 reads these rows.
 
 Writes outputs/fewer_steps/<sampler>_<steps>.npy (N x 2, the data's standardised coordinates)
 and, into images/:
+- 06_respacing.png  the steps each respaced chain keeps, against t, the log SNR and the noise
 - 06_samples.png   a grid of samples, sampler by number of steps
 - 06_ddim_paths.png  deterministic DDIM paths from noise to the roll: the map eta = 0 follows
 - 06_quality.png   off-curve share, W1(u) and K against the number of steps, per sampler
 
-Where the samplers' errors come from (the network, the start or the step) is measured by
-docs/whose_error.py, with these functions (docs/claims.md).
+Where the samplers' errors come from (network, start or step): docs/whose_error.py (docs/claims.md).
 """
 import argparse
 import math
@@ -46,7 +46,7 @@ K_POINTS = 4000           # held-out points for K (standard error about 0.03 bit
 MOMENT_POINTS = 20_000    # roll points per step for E||eps_theta||^2 (Analytic-DPM's statistic)
 PATHS = 400               # deterministic paths drawn in 06_ddim_paths.png
 PATH_STEPS = 10           # ... with this many steps
-K_RANGE = 4.0             # bits of K shown on 06_quality.png's linear axis, below the best run
+K_LINEAR = 4.0            # 06_quality.png's K axis is linear within this many bits of 0, log beyond
 
 
 def make_parser():
@@ -152,12 +152,46 @@ def main():
     results, samples, paths = sample_and_score(network, schedule, tau, mean_sq_eps, args, device)
     band = real_roll_band(args)
 
+    draw_respacing(args.images / "06_respacing.png", schedule, tau, args.spacing)
     draw_samples(args.images / "06_samples.png", samples, args.steps)
     if paths is not None:
         draw_paths(args.images / "06_ddim_paths.png", paths)
     draw_quality(args.images / "06_quality.png", results, args.steps, band)
-    print(f"figures written to {args.images}/: 06_samples.png, "
+    print(f"figures written to {args.images}/: 06_respacing.png, 06_samples.png, "
           f"{'06_ddim_paths.png, ' if paths is not None else ''}06_quality.png")
+
+
+def draw_respacing(path, schedule, tau, spacing):
+    """README 6, "Respacing": 06_respacing.png, the steps each sub-sequence tau keeps, one row per
+    number of steps, over ticks at all T steps of the full chain, against t, against the log SNR
+    lambda_t and against the noise std sqrt(1 - alpha_bar_t); a line joins the kept steps, the jumps
+    the shorter chain makes. On our schedule lambda_t is a straight line in t, so the first two
+    panels agree; the third shows where those steps fall in noise."""
+    level, noise = common.log_snr(schedule), (1.0 - schedule.alpha_bar).sqrt()
+    rows = sorted(tau, reverse=True)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 1.3 + 0.6 * len(rows)), sharey=True)
+    panels = ((axes[0], lambda t: torch.as_tensor(t, dtype=torch.float64), "step t"),
+              (axes[1], lambda t: level[torch.as_tensor(t)], "log SNR lambda_t"),
+              (axes[2], lambda t: noise[torch.as_tensor(t)], "noise std sqrt(1 - alpha_bar_t)"))
+    for ax, position, label in panels:
+        every = position(torch.arange(1, schedule.T + 1))
+        for row, steps in enumerate(rows):
+            ax.plot(every, [row] * schedule.T, "|", ms=10, color="lightgray")
+            ax.plot(position(tau[steps]), [row] * steps, "o-", ms=5, lw=1, color=plt.cm.tab10(row))
+        ax.set(xlabel=label, title=f"against the {label}")
+        ax.grid(axis="x", alpha=0.3)
+    for row, steps in enumerate(rows):   # the kept t, written out where there is room
+        if steps <= 10:
+            for t in tau[steps]:
+                axes[0].annotate(str(t), (t, row), xytext=(0, 6), textcoords="offset points",
+                                 ha="center", fontsize=7)
+    axes[1].invert_xaxis()   # all panels: the noise grows to the right, and the sampler walks leftwards
+    axes[0].set_yticks(range(len(rows)), [f"{S} steps ({S - 1} network call{'s' if S > 2 else ''})" for S in rows])
+    axes[0].invert_yaxis()
+    fig.suptitle(f"the steps a respaced chain keeps: S of the T = {schedule.T} steps (grey ticks), "
+                 f"spread evenly in {spacing}; the sampler walks from t = T (right) to t = 1 (left)")
+    fig.tight_layout()
+    figures.save_figure(fig, path)
 
 
 def draw_samples(path, samples, steps):
@@ -191,38 +225,43 @@ def draw_paths(path, paths):
 
 def draw_quality(path, results, steps, band):
     """06_quality.png: off-curve share, W1(u) (beside real samples' band) and K against the steps.
-    K falls by thousands of bits at 2 steps for some samplers: its axis is linear over the range
-    where the samplers compete (K_RANGE bits below the best), and a K below that range is drawn
-    as a marker on the axis's floor, labelled with its value."""
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
-    K = {(name, S): results[name, S][1][0] for name in SAMPLERS for S in steps if results[name, S][1] is not None}
-    floor = max(K.values(), default=0.0) - K_RANGE
-    for row, (name, color) in enumerate(zip(SAMPLERS, plt.cm.tab10.colors)):   # one colour per sampler
+    K falls by thousands of bits at 2 steps for some samplers, so its axis is linear within
+    K_LINEAR bits of 0, where the samplers compete, and logarithmic beyond: every value has its
+    place, none is cut off."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    for name, color in zip(SAMPLERS, plt.cm.tab10.colors):   # one colour per sampler
         axes[0].plot(steps, [100 * results[name, S][0]["off_curve"] for S in steps], "o-", color=color, label=name)
-        axes[1].plot(steps, [results[name, S][0]["w1_u"] for S in steps], "o-", color=color, label=name)
-        if (name, steps[0]) in K:
-            values = [K[name, S] for S in steps]
-            axes[2].plot(steps, [k if k >= floor else math.nan for k in values], "o-", color=color, label=name)
-            for S, k in zip(steps, values):
-                if k < floor:   # side by side when two samplers are both below the floor at S
-                    x = S * 1.08 ** (row - (len(SAMPLERS) - 1) / 2)
-                    axes[2].plot(x, floor, "v", ms=9, color=color)
-                    axes[2].annotate(f"{k:.0f}" if k < -100 else f"{k:.1f}", (x, floor), xytext=(0, -16 - 10 * row),
-                                     textcoords="offset points", ha="center", fontsize=8, color=color)
-    axes[1].axhspan(*band, color="gray", alpha=0.3, label="real roll, 5-95%")
-    for ax, label in zip(axes, ["off the curve (%)", "W1(u): mass along the curve", "K (bits, held-out)"]):
-        ax.set(xscale="log", xlabel="steps", ylabel=label)
+        axes[1].plot(steps, [results[name, S][0]["w1_u"] for S in steps], "o-", color=color)
+        if results[name, steps[0]][1] is not None:
+            axes[2].plot(steps, [results[name, S][1][0] for S in steps], "o-", color=color)
+    axes[1].axhspan(*band, color="gray", alpha=0.3, label="real roll samples, 5-95%")
+    titles = ["the share of samples off the curve", "W1(u): how unevenly they spread along it",
+              "K of the two stochastic chains (held-out)"]
+    labels = ["off the curve (%)", "W1(u)", "K (bits)"]
+    for ax, title, label in zip(axes, titles, labels):
+        ax.set(xscale="log", xlabel="steps (fewer to the left)", ylabel=label, title=title)
         ax.set_xticks(steps, [str(S) for S in steps])
         ax.set_xticks([], minor=True)
-        if ax.get_legend_handles_labels()[0]:   # no K panel legend when K was skipped
-            ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
     axes[0].set_yscale("symlog", linthresh=0.1)   # 0% has a place on it, and so has 90%
     axes[0].set_ylim(0, 100)
+    axes[0].set_yticks([0, 0.1, 1, 10, 100], ["0", "0.1", "1", "10", "100"])
     axes[1].set_yscale("log")
-    if K:
-        axes[2].set_ylim(floor - 0.3 * K_RANGE, floor + 1.1 * K_RANGE)
-        axes[2].set_title(f"K below {floor:.1f} bits: v on the floor, value below", fontsize=9)
-    fig.tight_layout()
+    axes[1].set_yticks([0.003, 0.01, 0.03, 0.1, 0.3], ["0.003", "0.01", "0.03", "0.1", "0.3"])
+    axes[1].set_yticks([], minor=True)
+    axes[2].set_yscale("symlog", linthresh=K_LINEAR, linscale=2.0)
+    low = min((results[name, S][1][0] for name in STOCHASTIC for S in steps
+               if results[name, S][1] is not None), default=-K_LINEAR)
+    ticks = [-(10 ** k) for k in range(int(math.log10(max(-low, 10.0))), 0, -1)] + [-K_LINEAR, -K_LINEAR / 2, 0, K_LINEAR / 2]
+    axes[2].set_yticks(ticks, [f"{v:g}" for v in ticks])
+    axes[2].set_yticks([], minor=True)
+    axes[2].set_ylim(min(3.0 * low, -K_LINEAR), K_LINEAR)
+    axes[2].axhspan(-K_LINEAR, K_LINEAR, color="gray", alpha=0.08)
+    axes[2].set_title(f"{titles[2]}\naxis linear within +-{K_LINEAR:g} bits (shaded), logarithmic below",
+                      fontsize=10)
+    handles = [h for ax in axes[:2] for h in ax.get_legend_handles_labels()[0]]
+    fig.legend(handles, [h.get_label() for h in handles], loc="upper center", ncol=len(handles), frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     figures.save_figure(fig, path)
 
 

@@ -196,7 +196,8 @@ def draw_bound_vs_T(best, steps, K_bits, covariance_trained, images):
 
 def draw_schedules(best, shape_steps, images):
     """README 7, "The path between the ends": 07_schedules.png, the three paths and the best K
-    each allows against T; one colour per path in all three panels, one panel per class."""
+    each allows against T; one colour per path in all three panels, one panel per class, diagonal
+    then full as in the lab notes' table."""
     K_ceiling = common.nats_to_bits(roll.K_ceiling())
     fig, (paths, *panels) = plt.subplots(1, 3, figsize=(13, 4.3))
     colors = dict(zip(likelihood.SCHEDULE_SHAPES, ("tab:green", "tab:blue", "tab:purple")))
@@ -204,14 +205,14 @@ def draw_schedules(best, shape_steps, images):
         snr = common.log_snr(likelihood.schedule_between_ends(common.T, shape))[1:]
         paths.plot(torch.arange(common.T) / (common.T - 1), snr, marker=".", color=color,
                    label=shape + (" (ours)" if shape == SWEEP_SHAPE else ""))
-        for panel, covariance in zip(panels, ("full", "diagonal")):
+        for panel, covariance in zip(panels, ("diagonal", "full")):
             values = [roll.mean_and_se_bits(best[shape, T][covariance]) for T in shape_steps]
             panel.errorbar(shape_steps, [v for v, _ in values], yerr=[2 * se for _, se in values],
                            marker="o", capsize=3, color=color)
     paths.set(xlabel="(t - 1) / (T - 1)", ylabel="log SNR_t = log(alpha_bar_t / (1 - alpha_bar_t))",
               title=f"three paths between the same ends (T = {common.T})")
     paths.legend(fontsize=10)
-    for panel, covariance in zip(panels, ("full", "diagonal")):
+    for panel, covariance in zip(panels, ("diagonal", "full")):
         panel.axhline(K_ceiling, color="gray", ls="-.", label=f"ceiling of K = {K_ceiling:.2f} bits")
         panel.set_xscale("log")
         panel.set_xticks(shape_steps, [str(T) for T in shape_steps])
