@@ -271,6 +271,8 @@ def main():
     # 1. Algorithm 1 on the same body as chapter 3, eps outputs only (or the network saved before).
     if reused:
         eps_network, schedule, saved = reused
+        # where training left the random numbers, so that --reuse prints what the full run printed
+        generator.set_state(saved["generator_state"])
         print(f"reusing the eps-network in {args.checkpoint} ({saved['iteration']} iterations of L_simple)")
     else:
         eps_network, schedule = train(parser, args, eps_network, generator, device)

@@ -263,6 +263,11 @@ def test_script_prints_the_five_variance_lines_and_best_isotropic_beats_both_fix
     assert model.config["covariance"] == "none"
     for figure in ("05_weights.png", "05_kl_per_step.png", "05_samples.png"):
         assert (folder / figure).stat().st_size > 0, figure
+    # --reuse carries on from the checkpoint's random numbers: the same five lines, digit for digit
+    code, reused_out, err = call_main("05_ddpm.py", [*SHORT_RUN, "--reuse", "--checkpoint", folder / "ddpm.pt",
+                                                     "--chapter3", chapter3, "--images", folder], monkeypatch, capsys)
+    assert code == 0, f"05_ddpm.py --reuse failed ({code}):\n{err[-2000:]}"
+    assert VARIANCE_LINE.findall(reused_out) == lines, (lines, VARIANCE_LINE.findall(reused_out))
 
 
 def test_missing_or_foreign_checkpoint_is_refused_in_one_line(tmp_path, no_work_allowed, monkeypatch, capsys):
