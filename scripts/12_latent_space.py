@@ -200,10 +200,13 @@ def main():
     classifier, heldout_features, copy_distance = fit_scores(split, args, device)
     ae = autoencoder.Autoencoder(args.latent_channels).to(device)
     if args.reuse:
-        ae = reused(parser, lambda: autoencoder.load(args.out / "autoencoder.pt", SCRIPT, device)[0])
+        ae, _, saved = reused(parser, lambda: autoencoder.load(args.out / "autoencoder.pt", SCRIPT, device))
     rebuilt, heldout_means = train_autoencoder(ae, train_pixels, heldout_pixels, split, classifier, args, generator, device)
+    if args.reuse and "generator_state" in saved:   # the latents drawn as the run that trained drew them
+        generator.set_state(saved["generator_state"])
+    before_latents = generator.get_state()
     latents, scale = measure_scale(ae, train_pixels, args, generator, device)
-    autoencoder.save(args.out / "autoencoder.pt", ae, scale, split_seed=mnist.SPLIT_SEED)
+    autoencoder.save(args.out / "autoencoder.pt", ae, scale, split_seed=mnist.SPLIT_SEED, generator_state=before_latents)
     schedule = pictures.image_schedule(T, BETA_1, LOG_SNR_T, "cosine")
     latent_model, latent_seconds = train_diffusion(parser, args, "latent", latents, args.latent_iters, LATENT_BATCH,
                                                    schedule, generator, device)

@@ -56,6 +56,13 @@ def test_a_tiny_run_writes_samples_and_figures_and_reuse_refuses_a_missing_file(
         assert (images / name).stat().st_size > 0, name
     for line in ("at equal training time", "Frechet distance", "dpm++2m", "scale factor"):
         assert line in stdout, (line, stdout)
+    # --reuse draws the latents from the generator state the training run saved: the same scale and scores
+    code, reused_out, stderr = call_main("12_latent_space.py", [*TINY, "--mnist-dir", digits, "--out", out, "--reuse",
+                                                                "--images", tmp_path / "reused"], monkeypatch, capsys)
+    assert code == 0, stderr[-2000:]
+    for key in ("scale factor", "confident share", "Frechet distance"):
+        first, again = ([line for line in text.splitlines() if key in line] for text in (stdout, reused_out))
+        assert first and first == again, (key, first, again)
     missing = missing.wait()
     last = missing.stderr.strip().splitlines()[-1]
     assert missing.returncode == 1 and last.startswith("error: no checkpoint") and "--reuse" in last, missing.stderr[-500:]
