@@ -23,7 +23,6 @@ import math
 import pathlib
 import time
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -33,8 +32,8 @@ import cli
 import common
 import ddim
 import digits
-import figures
 import guidance
+import guidance_figures
 import pictures
 import runs
 from unet import UNet
@@ -51,9 +50,6 @@ RESUMED_SETTINGS = ("iters", "batch_size", "lr", "p_uncond", "x0_form")
 W_VALUES = (-1.0, 0.0, 0.5, 1.0, 2.0, 4.0)   # w = -1: eps(x, null) alone, the model without its label
 SAMPLES_PER_CLASS = 100
 STEPS = 25                    # guided sampling: a respaced chain (chapter 6), evenly spaced in log SNR
-TWO_EPS_LOG_SNR = -1.0       # the two-eps figure's step: noisy enough that the label still decides the digit
-TWO_EPS_DIGITS = (0, 3, 7)   # the digits asked for from one x_t in that figure
-TWO_EPS_W = (1.0, 4.0)
 N_MOMENTS = 500               # training digits per step for the bound's best variance, as chapter 8
 CONDITIONAL_CHECKPOINT = cli.OUTPUTS / "pictures" / "conditional.pt"
 SCRIPT = "scripts/09_guidance.py"
@@ -94,11 +90,11 @@ def main():
     split = digits.load_split()
 
     model = train_with_label_dropout(parser, args, schedule, split, device, generator)
-    draw_two_eps(model, schedule, split, device, args.images / "09_two_eps.png")
+    guidance_figures.draw_two_eps(model, schedule, split, device, args.images / "09_two_eps.png")
     curve, guided_levels, label = classifier_free_guidance(model, schedule, split, args, device)
     np.savez(args.out_dir / "guided.npz", samples=np.concatenate(guided_levels),
              labels=np.tile(label.numpy(), len(args.w)), w=np.repeat(args.w, len(label)))
-    draw_guidance(args.images, curve, guided_levels, args.digits, args.samples_per_class)
+    guidance_figures.draw_guidance(args.images, curve, guided_levels, args.digits, args.samples_per_class)
     if args.n_bound:
         labels_worth_in_bits(model, schedule, split, args, device)
 
@@ -172,44 +168,6 @@ def train_with_label_dropout(parser, args, schedule, split, device, generator):
     return model.eval()
 
 
-@torch.no_grad()
-def draw_two_eps(model, schedule, split, device, path):
-    """The picture of "Classifier-free guidance": one x_t (a held-out digit at log SNR -1), the
-    network's x0_hat from eps(x_t, null) and from eps(x_t, c) for a few digits c, the difference
-    eps(x_t, c) - eps(x_t, null) that guidance adds w times, and x0_hat of eps~ at two w."""
-    t = int(torch.argmin((common.log_snr(schedule)[1:] - TWO_EPS_LOG_SNR).abs())) + 1
-    x0 = digits.to_unit(torch.as_tensor(split[2][:1])).reshape(1, 1, 8, 8).float().to(device)   # the first held-out digit
-    x_t = common.x_t_from_eps(x0.flatten(1), torch.randn(x0.flatten(1).shape, generator=torch.Generator().manual_seed(0)).to(device),
-                              t, schedule).reshape(x0.shape)
-    rows = len(TWO_EPS_DIGITS)
-    steps, x_t = torch.full((rows,), t, device=device), x_t.expand(rows, -1, -1, -1)
-    eps_uncond = model(x_t, steps, None)
-    eps_cond = model(x_t, steps, torch.as_tensor(TWO_EPS_DIGITS, device=device))
-
-    def x0_hat(eps):   # eq. 15 on the flattened image, shown in levels
-        return digits.to_levels(common.x0_from_eps(x_t.flatten(1), eps.flatten(1), t, schedule))
-
-    panels = [("x_t", digits.to_levels(x_t), "gray_r"), ("x0_hat, no label", x0_hat(eps_uncond), "gray_r"),
-              ("x0_hat, label c (w = 0)", x0_hat(eps_cond), "gray_r"),
-              ("eps(x, c) - eps(x, null)", (eps_cond - eps_uncond).cpu().numpy().reshape(rows, 8, 8), "RdBu")]
-    panels += [(f"x0_hat, w = {w:g}", x0_hat(guidance.guided_eps(eps_cond, eps_uncond, w)), "gray_r") for w in TWO_EPS_W]
-    fig, axes = plt.subplots(rows, len(panels), figsize=(1.5 * len(panels), 1.6 * rows + 0.4), squeeze=False)
-    largest = float(np.abs(panels[3][1]).max())
-    for column, (title, images, cmap) in enumerate(panels):
-        for row in range(rows):
-            ax = axes[row, column]
-            low, high = (-largest, largest) if cmap == "RdBu" else (0, digits.LEVELS - 1)
-            ax.imshow(images[row], cmap=cmap, vmin=low, vmax=high, interpolation="nearest")
-            ax.set(xticks=[], yticks=[])
-            if row == 0:
-                ax.set_title(title, fontsize=8)
-            if column == 0:
-                ax.set_ylabel(f"c = {TWO_EPS_DIGITS[row]}")
-    fig.suptitle(f"one x_t (t = {t} of {schedule.T}, log SNR {float(common.log_snr(schedule)[t]):.1f}), three labels asked", fontsize=9)
-    fig.tight_layout()
-    figures.save_figure(fig, path)
-
-
 def classifier_free_guidance(model, schedule, split, args, device, variance="beta", x0_form=X0_FORM):
     """"Classifier-free guidance": samples for every w, scored on accuracy, diversity, confidence, copies.
     The chain ends as chapter 8's does for a network trained on x0_form: the decoder's mean for "centres"."""
@@ -241,31 +199,6 @@ def classifier_free_guidance(model, schedule, split, args, device, variance="bet
               f"confident {confident:.3f}  nearest training digit {np.median(distance):.1f}  "
               f"[{time.perf_counter() - began:.0f} s]", flush=True)
     return curve, guided_levels, label
-
-
-def draw_guidance(images, curve, guided_levels, asked_digits, samples_per_class):
-    """The figures of "Classifier-free guidance": a column of digits per w; accuracy, confidence and diversity against w."""
-    columns = min(4, samples_per_class)
-    fig, axes = plt.subplots(1, len(curve), figsize=(1.6 * len(curve) * columns / 4 + 0.5, 0.45 * len(asked_digits) + 1))
-    axes = np.atleast_1d(axes)
-    for ax, (w, *_), levels in zip(axes, curve, guided_levels):
-        rows = levels.reshape(len(asked_digits), samples_per_class, 8, 8)[:, :columns]
-        figures.show_digits(ax, rows.reshape(-1, 8, 8), columns, f"w = {w:g}")
-    fig.tight_layout()
-    figures.save_figure(fig, images / "09_guidance.png")
-
-    w_values, accuracy, diversity, confident = (np.array([row[k] for row in curve]) for k in range(4))
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(w_values, accuracy, "o-", label="accuracy: the digit asked for")
-    ax.plot(w_values, confident, "s-", label="confident share")
-    ax.plot(w_values, diversity, "^-", label="diversity (held-out digits: 1)")
-    ax.axhline(1.0, color="gray", ls=":", lw=1)
-    ax.set(xlabel="guidance weight w (s = 1 + w; w = -1: no label)", xticks=w_values,
-           title="classifier-free guidance: what w buys and costs")
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    figures.save_figure(fig, images / "09_precision_diversity.png")
-    print(f"figures written to {images}/09_two_eps.png, 09_guidance.png and 09_precision_diversity.png")
 
 
 def labels_worth_in_bits(model, schedule, split, args, device, x0_form=X0_FORM):

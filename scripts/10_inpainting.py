@@ -19,7 +19,6 @@ import argparse
 import pathlib
 import time
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
@@ -28,15 +27,14 @@ import cli
 import common
 import ddim
 import digits
-import figures
 import guidance
+import guidance_figures
 
 STEPS = 50                    # reconstruction guidance needs finer steps than guided sampling's 25 (docs/chapter9.md)
 RESAMPLE = 4                  # RePaint: passes over each stretch of JUMP steps
 JUMP = 1
 ZETA = 3.0                    # reconstruction guidance's step, zeta / ||error|| (Chung et al.)
 COMPLETIONS = 3               # completions of every held-out digit, per mask and method
-SHOWN = 6                     # held-out digits in the inpainting figure
 CONDITIONAL_CHECKPOINT = cli.OUTPUTS / "pictures" / "conditional.pt"
 
 
@@ -79,9 +77,9 @@ def main():
     last_step_noise = saved["args"].get("x0_form", "dequantised") != "centres"
     table, shown, along = inpaint_every_mask(eps_uncond, chain, split, args, device, "conditional", last_step_noise)
     along_the_chain(along, chain, chain_t_of, args.masks[0])
-    draw_along_the_chain(args.images, along, chain_t_of, split, args)
+    guidance_figures.draw_along_the_chain(args.images, along, chain_t_of, split, args)
     best = best_completions(table, shown, split, args)
-    draw_inpainting(args.images, shown, best, split, args, device)
+    guidance_figures.draw_inpainting(args.images, shown, best, split, args, device)
 
 
 def inpaint_every_mask(eps_uncond, chain, split, args, device, network_name, last_step_noise=False):
@@ -158,26 +156,6 @@ def along_the_chain(along, chain, chain_t_of, mask_name):
         print(f"  {method:<15} " + "   ".join(f"{e:4.1f} / {d:.2f}" for e, d in zip(errors, decided)))
 
 
-def draw_along_the_chain(images, along, chain_t_of, split, args):
-    """The figure of "Why replacement alone fails here": x0_hat(x_t) of the first held-out digit's
-    first completion at the watched steps, one row per method, the visible pixels outlined."""
-    truth = split[2][0]
-    mask = guidance.make_mask(args.masks[0], args.held_out, torch.Generator().manual_seed(args.seed)).numpy()[0].reshape(8, 8)
-    watched = next(iter(along.values()))[0]
-    fig, axes = plt.subplots(len(along), len(watched) + 1, figsize=(1.5 * (len(watched) + 1), 1.6 * len(along)),
-                             squeeze=False)
-    for row, (method, (_, _, _, drawn)) in enumerate(along.items()):
-        for column, image in enumerate(drawn + [truth]):
-            ax = axes[row, column]
-            title = "truth" if column == len(drawn) else f"x0_hat at t = {int(chain_t_of[watched[column]])}"
-            figures.show_digits(ax, image[None], 1, title if row == 0 else "")
-            figures.outline_mask(ax, mask[None], 1)
-            ax.title.set_fontsize(8)
-        axes[row, 0].set_ylabel(method, fontsize=8)
-    fig.tight_layout()
-    figures.save_figure(fig, images / "10_along_the_chain.png")
-
-
 def best_completions(table, shown, split, args):
     """The most accurate method on the first mask; its completions saved for other tools."""
     _, _, held_x, held_y = split
@@ -188,32 +166,6 @@ def best_completions(table, shown, split, args):
              mask=mask.astype(np.int64), labels=held_y[:n], method=best)
     print(f"best on the {first} mask: {best}; its completions written to {args.out_dir / 'inpainted.npz'}")
     return best
-
-
-def draw_inpainting(images, shown, best, split, args, device):
-    """The figure of "Filling in": the visible pixels, two completions per method, the nearest fill, the truth."""
-    train_x, _, held_x, _ = split
-    n, first = args.held_out, args.masks[0]
-    truth = held_x[:n]
-    mask = guidance.make_mask(first, n, torch.Generator().manual_seed(args.seed)).numpy().reshape(n, 8, 8)
-    x0 = digits.to_unit(truth).to(device)
-    shown_k = min(2, args.completions)
-    examples = min(SHOWN, n)
-    masked = np.where(mask[:examples] == 1, truth[:examples], np.nan)
-    panels = [masked] + [shown[first, method][j, :examples] for method in guidance.INPAINTERS for j in range(shown_k)]
-    panels += [digits.to_levels(guidance.nearest_fill(x0, torch.as_tensor(mask).reshape(n, 1, 8, 8).to(x0),
-                                                      digits.to_unit(train_x).to(device)))[:examples],
-               truth[:examples]]
-    titles = (["visible"] + [f"{method} {j + 1}" for method in guidance.INPAINTERS for j in range(shown_k)]
-              + ["nearest", "truth"])
-    fig, axes = plt.subplots(1, len(panels), figsize=(1.3 * len(panels), 1.3 * examples))
-    for ax, panel, title in zip(axes, panels, titles):
-        figures.show_digits(ax, panel, 1, title)
-        figures.outline_mask(ax, mask[:examples], 1)
-        ax.title.set_fontsize(8)
-    fig.tight_layout()
-    figures.save_figure(fig, images / "10_inpainting.png")
-    print(f"figures written to {images}/10_inpainting.png and 10_along_the_chain.png")
 
 
 if __name__ == "__main__":
