@@ -39,7 +39,7 @@ import runs
 from unet import UNet
 
 # Training the conditional UNet (Algorithm 1 with labels).
-ITERS = 3000                  # about 2 minutes on a quiet 2-core CPU (docs/chapter9.md)
+ITERS = 3000                  # about 7 minutes on a quiet 2-core CPU (docs/chapter9.md)
 BATCH_SIZE = 128
 LR = 2e-3                     # Adam's peak step size, decayed along a cosine to 0
 BASE_CHANNELS = 32            # chapter 8's size
