@@ -33,10 +33,7 @@ def main():
     parser.add_argument("--held-out", type=cli.whole_number(2, digits.N_HELDOUT), default=digits.N_HELDOUT)
     cli.add_standard_args(parser)
     args, device, _ = cli.parse_and_prepare(parser)
-    try:
-        network, schedule, _ = checkpoints.load_unet_checkpoint(args.pictures, device, conditional=False)
-    except checkpoints.CheckpointError as error:
-        parser.exit(1, f"error: {error}\n")
+    network, schedule, _ = checkpoints.load_unet_or_exit(parser, args.pictures, device, conditional=False)
     if args.steps > schedule.T:
         parser.error(f"--steps must be at most chapter 8's T = {schedule.T}, got {args.steps}")
     network.eval()

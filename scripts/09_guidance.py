@@ -101,10 +101,8 @@ def main():
 
 def chapter8_schedule(parser, args, device):
     """Chapter 8's schedule ("It needs chapter 8's checkpoint"), with the steps checked against its T."""
-    try:
-        _, schedule, _ = checkpoints.load_unet_checkpoint(args.pictures, device, conditional=False)
-    except checkpoints.CheckpointError as error:
-        parser.exit(1, f"error: chapter 8's network is needed first: {error}\n")
+    _, schedule, _ = checkpoints.load_unet_or_exit(parser, args.pictures, device, "chapter 8's network is needed first",
+                                                   conditional=False)
     if args.steps > schedule.T:
         parser.error(f"--steps must be at most chapter 8's T = {schedule.T}, got {args.steps}")
     return schedule

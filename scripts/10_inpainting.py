@@ -61,11 +61,9 @@ def main():
     cli.add_standard_args(parser)
     args, device, _ = cli.parse_and_prepare(parser)
     cli.writable_dir_or_exit(parser, args.out_dir, "the completions")
-    try:
-        model, schedule, saved = checkpoints.load_unet_checkpoint(args.conditional, device, conditional=True,
-                                                                  made_by="python scripts/09_guidance.py")
-    except checkpoints.CheckpointError as error:
-        parser.exit(1, f"error: chapter 9's network is needed first: {error}\n")
+    model, schedule, saved = checkpoints.load_unet_or_exit(parser, args.conditional, device,
+                                                           "chapter 9's network is needed first", conditional=True,
+                                                           made_by="python scripts/09_guidance.py")
     if args.steps > schedule.T:
         parser.error(f"--steps must be at most chapter 8's T = {schedule.T}, got {args.steps}")
     split = digits.load_split()

@@ -211,9 +211,10 @@ def load_unet_checkpoint(path, device="cpu", made_by=PICTURES_COMMAND, condition
     return model.to(device).eval(), schedule, checkpoint
 
 
-def load_unet_or_exit(parser, path, device="cpu", **options):
-    """load_unet_checkpoint for a command line: a CheckpointError becomes its one line and exit 1."""
+def load_unet_or_exit(parser, path, device="cpu", needed_first=None, **options):
+    """load_unet_checkpoint for a command line: a CheckpointError becomes its one line and exit 1,
+    after `needed_first` (say, "chapter 8's network is needed first") when a chapter reads another's."""
     try:
         return load_unet_checkpoint(path, device, **options)
     except CheckpointError as error:
-        parser.exit(1, f"error: {error}\n")
+        parser.exit(1, f"error: {needed_first + ': ' if needed_first else ''}{error}\n")
