@@ -56,7 +56,7 @@ def make_parser():
     """The reader's options; the lever studies' settings (docs/haze_levers.py adds options for them)
     are defaults here, so every step function reads them from args."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    cli.add_training_args(parser, ITERS, BATCH_SIZE, LR, "L_simple")
+    cli.add_training_args(parser, ITERS, BATCH_SIZE, LR, "L_simple", "digits")
     parser.add_argument("--T", type=cli.whole_number(2), default=T, help="diffusion steps (default: %(default)s)")
     parser.add_argument("--base-channels", type=cli.whole_number(8), default=BASE_CHANNELS,
                         help="UNet channels at 8 x 8, a multiple of 8 (default: %(default)s)")

@@ -57,7 +57,7 @@ SCRIPT = "scripts/09_guidance.py"
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    cli.add_training_args(parser, ITERS, BATCH_SIZE, LR, "L_simple with labels")
+    cli.add_training_args(parser, ITERS, BATCH_SIZE, LR, "L_simple with labels", "digits")
     parser.add_argument("--p-uncond", type=cli.share, default=P_UNCOND,
                         help="share of each batch trained with no label (default: %(default)s)")
     parser.add_argument("--w", type=cli.guidance_weights, default=list(W_VALUES),

@@ -283,7 +283,7 @@ def draw_attention_figure(args, model, latents, schedule):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    cli.add_training_args(parser, ITERS, BATCH_SIZE, LR, "L_simple with prompts")
+    cli.add_training_args(parser, ITERS, BATCH_SIZE, LR, "L_simple with prompts", "latents of digits")
     parser.add_argument("--autoencoder", type=pathlib.Path, default=AUTOENCODER,
                         help="chapter 12's autoencoder checkpoint (default: outputs/latent/autoencoder.pt)")
     parser.add_argument("--repeats", type=cli.positive_int, default=REPEATS,

@@ -129,12 +129,12 @@ def add_standard_args(parser, seed=0):
                         help="folder for the figures (default: the repository's images/)")
 
 
-def add_training_args(parser, iters, batch_size, lr, loss):
-    """The options of a training run: --iters, --batch-size and --lr, with these defaults."""
+def add_training_args(parser, iters, batch_size, lr, loss, examples="roll points"):
+    """The options of a training run: --iters, --batch-size (of `examples`) and --lr, with these defaults."""
     parser.add_argument("--iters", type=positive_int, default=iters,
                         help=f"training iterations on {loss} (default: %(default)s)")
     parser.add_argument("--batch-size", type=positive_int, default=batch_size,
-                        help="roll points per iteration (default: %(default)s)")
+                        help=f"{examples} per iteration (default: %(default)s)")
     parser.add_argument("--lr", type=positive_float, default=lr,
                         help="peak Adam learning rate (default: %(default)s)")
 
