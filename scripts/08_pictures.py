@@ -23,7 +23,6 @@ from tqdm import tqdm
 import checkpoints
 import cli
 import common
-import ddim
 import digits
 import pictures
 import pictures_figures
@@ -226,13 +225,12 @@ def samples_and_scores(args, network, schedule, var, split, device):
 
 
 def fewer_steps(args, network, schedule, split, classifier, scores, device):
-    """README "Fewer steps on pictures": chapter 6's DDIM (eta = 0), log-SNR spacing, same scores."""
+    """README "Fewer steps on pictures": chapter 6's DDIM (eta = 0), log-SNR spacing, the same last
+    step as Algorithm 2 (the decoder's mean), the same scores."""
     for steps in [steps for steps in FEWER_STEPS if steps < schedule.T]:
-        respaced, t_of = ddim.respace(schedule, ddim.sub_sequence(schedule, steps, "log_snr"))
-        chain = common.sample_chain(ddim.ddim_reverse(ddim.on_respaced_steps(network, t_of), respaced, 0.0),
-                                    args.n_samples, steps, torch.Generator().manual_seed(args.seed), device,
-                                    d=digits.PIXELS)
-        scores[f"ddim {steps}"] = digits.score_samples(digits.to_levels(chain[0]), split, classifier, args.seed)
+        samples = pictures.ddim_levels(network, schedule, steps, args.n_samples,
+                                       torch.Generator().manual_seed(args.seed), device)
+        scores[f"ddim {steps}"] = digits.score_samples(samples, split, classifier, args.seed)
     print("sampler     confident  class counts p  two-sample acc  level gap  copies  nearest-train distance (median)")
     for name, score in scores.items():
         print(f"{name:10s}  {score['confident']:9.3f}  {score['counts_p']:14.3g}  {score['two_sample']:14.3f}  "

@@ -23,6 +23,7 @@ import torch
 from sklearn.mixture import GaussianMixture
 
 import common
+import ddim
 import ddpm
 import digits
 import likelihood
@@ -138,6 +139,22 @@ def sample_levels(network, schedule, var, n, generator=None, device="cpu", last_
 
     trajectory = common.sample_chain(step, n, schedule.T, generator, device, d=PIXELS)
     return digits.to_levels(trajectory[0]), trajectory
+
+
+def ddim_levels(network, schedule, steps, n, generator=None, device="cpu"):
+    """Samples of levels (n, 8, 8) by chapter 6's DDIM (eta = 0) on `steps` steps spread evenly in
+    log SNR, ending as sample_levels does: the decoder's mean mu_theta(x_1, 1). Eq. 44's kernel at
+    t = 1 would keep what DDIM put into x_1, sqrt(1 - alpha_bar_1) eps_hat: with beta_1 = 1e-2 a
+    noise of std 0.1, most of a level's width (0.125), a haze on every sample."""
+    respaced, t_of = ddim.respace(schedule, ddim.sub_sequence(schedule, steps, "log_snr"))
+    reverse = ddim.ddim_reverse(ddim.on_respaced_steps(network, t_of), respaced, 0.0)
+
+    def step(x_t, t):
+        if t == 1:   # respaced step 1 is the original step 1 (sub_sequence always ends there)
+            return decoder_mean(network, x_t, schedule), common.identity_times(0.0, x_t)
+        return reverse(x_t, t)
+
+    return digits.to_levels(common.sample_chain(step, n, steps, generator, device, d=PIXELS)[0])
 
 
 # --- baselines, in bits per pixel of the held-out digits ----------------------------------------

@@ -327,3 +327,22 @@ def test_a_resume_with_other_settings_is_refused_in_one_line(tiny_run, monkeypat
                  "--samples", folder / "again.npy"]
     code, _, err = call_main("08_pictures.py", arguments, monkeypatch, capsys)
     assert code == 1 and "--iters 30" in the_error_line(err, "resume"), err
+
+
+@pytest.mark.parametrize("steps", [10, 50])
+def test_ddim_on_digits_lands_on_the_levels_of_a_point_mass(steps):
+    """With the exact eps of data that is one image of levels, eps(x_t, t) = (x_t - sqrt(abar_t) x0*)
+    / sqrt(1 - abar_t), DDIM's deterministic chain reaches x0* from any x_T: every pixel of every
+    sample is x0*'s level. Ending on eq. 44's kernel instead leaves x_1's noise of std 0.1 (chapter
+    8's beta_1 = 1e-2), which moves some pixels by a level."""
+    schedule = pictures.image_schedule(200, 1e-2, -8.3, "cosine")
+    target = torch.as_tensor(independent_levels(1, seed=3))
+    x0_star = digits.to_unit(target).reshape(1, -1)
+
+    def exact(x_t, t):
+        alpha_bar = common.at(schedule.alpha_bar, t).to(x_t).reshape(-1, 1)
+        return (x_t - alpha_bar.sqrt() * x0_star) / (1.0 - alpha_bar).sqrt(), None
+
+    samples = pictures.ddim_levels(exact, schedule, steps, 200, torch.Generator().manual_seed(0))
+    wrong = (torch.as_tensor(samples) != target).float().mean().item()
+    assert wrong == 0.0, f"{wrong:.3%} of the pixels of DDIM's samples miss the point mass's levels"
