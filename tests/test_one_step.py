@@ -161,3 +161,26 @@ def test_script_refuses_a_missing_checkpoint_in_one_line_naming_the_command(whic
     line = the_error_line(err, which)
     assert code != 0 and command in line and "missing.pt" in line, line
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_v_network_presented_as_an_eps_network_gives_x0_hat_alpha_z_minus_sigma_v():
+    """docs/v_teacher.py's VAsEps: a network that outputs v (here v = 0.3 z + 0.1, made up) answers
+    as an eps-network, and the x0_hat that chapter 14's jumps take from it, (z - sigma eps) / alpha,
+    is alpha z - sigma v, computed here in float64 from alpha_bar alone, at every t."""
+    from conftest import load_script
+    import pictures
+    study = load_script("docs/v_teacher.py")
+    schedule = pictures.image_schedule(200, 1e-2, -8.3, "cosine")
+
+    class MadeUpV(torch.nn.Module):
+        def forward(self, x, t, label=None):   # a UNet's call: images, steps, no label
+            return 0.3 * x + 0.1
+
+    z = torch.randn(6, 64, generator=torch.Generator().manual_seed(0))
+    for t in (1, 2, 100, 200):
+        steps = torch.full((6,), t)
+        x0_hat = distill.predict_x0(study.VAsEps(MadeUpV(), schedule), z, steps, schedule).double()
+        alpha_bar = float(schedule.alpha_bar[t])
+        expected = alpha_bar ** 0.5 * z.double() - (1 - alpha_bar) ** 0.5 * (0.3 * z.double() + 0.1)
+        gap = (x0_hat - expected).abs().max().item()
+        assert gap < 1e-4, f"t = {t}: x0_hat misses alpha z - sigma v by {gap:.2e}"
