@@ -131,16 +131,12 @@ def sample_levels(network, schedule, var, n, generator=None, device="cpu", last_
     whose bin names the level (the discrete decoder's most likely one). With last_step_noise, eq.
     44's fixed kernel N(sqrt(1 - beta_1) x_1, beta_1 I) instead, as chapters 3-7 end."""
     reverse = ddpm.reverse_with_variance(network, schedule, var)
-
-    def step(x_t, t):
-        if t == 1 and not last_step_noise:
-            return decoder_mean(network, x_t, schedule), common.identity_times(0.0, x_t)
-        return reverse(x_t, t)
-
+    step = reverse if last_step_noise else ending_on_the_decoder(reverse, network, schedule)
     trajectory = common.sample_chain(step, n, schedule.T, generator, device, d=PIXELS)
     return digits.to_levels(trajectory[0]), trajectory
 
 
+@torch.no_grad()
 def ddim_levels(network, schedule, steps, n, generator=None, device="cpu"):
     """Samples of levels (n, 8, 8) by chapter 6's DDIM (eta = 0) on `steps` steps spread evenly in
     log SNR, ending as sample_levels does: the decoder's mean mu_theta(x_1, 1). Eq. 44's kernel at
@@ -148,13 +144,20 @@ def ddim_levels(network, schedule, steps, n, generator=None, device="cpu"):
     noise of std 0.1, most of a level's width (0.125), a haze on every sample."""
     respaced, t_of = ddim.respace(schedule, ddim.sub_sequence(schedule, steps, "log_snr"))
     reverse = ddim.ddim_reverse(ddim.on_respaced_steps(network, t_of), respaced, 0.0)
+    # respaced step 1 is the original step 1 (sub_sequence always ends there): the same decoder
+    step = ending_on_the_decoder(reverse, network, schedule)
+    return digits.to_levels(common.sample_chain(step, n, steps, generator, device, d=PIXELS)[0])
 
+
+def ending_on_the_decoder(reverse, network, schedule):
+    """A reverse process (x_t, t) -> (mean, covariance) whose last step, t = 1, is DDPM's: the
+    decoder's mean mu_theta(x_1, 1) without noise, whose bin names the level."""
     def step(x_t, t):
-        if t == 1:   # respaced step 1 is the original step 1 (sub_sequence always ends there)
+        if t == 1:
             return decoder_mean(network, x_t, schedule), common.identity_times(0.0, x_t)
         return reverse(x_t, t)
 
-    return digits.to_levels(common.sample_chain(step, n, steps, generator, device, d=PIXELS)[0])
+    return step
 
 
 # --- baselines, in bits per pixel of the held-out digits ----------------------------------------
