@@ -139,7 +139,7 @@ def train(parser, args, model, schedule, train_x, generator, device):
             loss = (weights[t] * error).mean()
             runs.exit_if_not_finite(parser, loss, i + 1, args.lr, LR, bar)
             runs.take_step(optimizer, loss, runs.cosine_decay(i, args.iters, args.lr))
-            update_average(average, model, i)
+            runs.update_average(average, model, i, EMA_DECAY)
             done = i + 1
             losses.append(error.mean().item())
             if done % 50 == 0:
@@ -154,15 +154,6 @@ def train(parser, args, model, schedule, train_x, generator, device):
     print(f"trained {done - start} iterations in {seconds:.1f} s ({(done - start) / seconds:.1f} it/s) on {device}; "
           f"||eps - eps_theta||^2 over the last 50 batches {np.mean(losses[-50:]):.2f} (of 64 at the start)")
     return average.eval()
-
-
-def update_average(average, model, updates):
-    """One step of the weights' moving average; its decay grows to EMA_DECAY as (1 + n) / (10 + n)
-    after n updates, so that a short run is not an average of untrained weights (chapter 5)."""
-    rate = max(1.0 - EMA_DECAY, 9.0 / (10.0 + updates))
-    with torch.no_grad():
-        for mean, new in zip(average.parameters(), model.parameters()):
-            mean.lerp_(new, rate)
 
 
 def reuse(parser, args, device):

@@ -40,8 +40,7 @@ def show_digits(ax, images, columns, title="", low=0.0, high=16.0, side=8):
     for k, image in enumerate(images):
         r, c = divmod(k, columns)
         grid[1 + r * cell:(r + 1) * cell, 1 + c * cell:(c + 1) * cell] = image
-    cmap = plt.get_cmap("gray_r").copy()
-    cmap.set_bad("white")
+    cmap = plt.get_cmap("gray_r").with_extremes(bad="white")
     ax.imshow(grid, cmap=cmap, vmin=low, vmax=high, interpolation="nearest")
     ax.set(xticks=[], yticks=[], title=title)
 

@@ -108,6 +108,15 @@ def adam_with_average(model, lr, iters, ema_decay):
     return average, optimizer, learning_rate
 
 
+def update_average(average, model, updates, decay):
+    """One step of a moving average of model's weights into `average` (a copy of it); its decay
+    grows to `decay` as (1 + n) / (10 + n) after n updates, as adam_with_average's does."""
+    rate = max(1.0 - decay, 9.0 / (10.0 + updates))
+    with torch.no_grad():
+        for mean, new in zip(average.parameters(), model.parameters()):
+            mean.lerp_(new, rate)
+
+
 def take_step(optimizer, loss, lr=None):
     """One optimizer step on loss: clear the old gradients, backpropagate, set the step size
     (if given: the scripts' own schedules), step."""
