@@ -7,33 +7,42 @@ teaches the next round, and each round halves the network calls. This script
 - draws the teacher's ODE paths on the roll beside the straight line a single jump takes;
 - distils chapter 5's eps-network from 32 calls down to 1, every round printed beside DDIM with
   the teacher at the same calls (steps, seconds, off the curve, W1(u): chapter 4's scores);
-- does the same for chapter 8's UNet on the digits, scored with chapter 8's sample scores.
+- does the same on the digits, scored with chapter 8's sample scores: chapter 8's UNet trained
+  again, as chapter 8 trains it, to output v = alpha_t eps - sigma_t x0 instead of eps (the
+  students of an eps-teacher lose the digits below 8 calls: `--digits-teacher eps` shows it).
 
 Writes images/14_paths.png, 14_roll.png and 14_digits.png, and the students' samples to
 outputs/one_step/: roll_{calls}.npy ((N, 2) points) and digits_{calls}.npy ((N, 8, 8) levels).
 """
 import argparse
+import copy
 import pathlib
 import time
 
 import matplotlib.pyplot as plt
 import torch
+from tqdm import tqdm
 
 import checkpoints
 import cli
+import common
 import digits
 import distill
 import figures
 import pictures
 import roll
+import runs
+from unet import UNet
 
 TEACHER_CALLS = 32      # the teacher's DDIM jumps, spread evenly in log SNR; each round halves them
 ROLL_ITERS = 800        # iterations per round on the roll
 ROLL_BATCH = 1024       # roll points per iteration
 ROLL_LR = 1e-3          # Adam's step size, decayed on a cosine within each round
 DIGITS_ITERS = 300      # iterations per round on the digits
-DIGITS_BATCH = 128      # digits per iteration
+DIGITS_BATCH = 128      # digits per iteration (chapter 8's batch, for the v-teacher too)
 DIGITS_LR = 2e-4
+DIGITS_TEACHER = "v"    # what the digits' teacher outputs: v (trained here) or eps (chapter 8's own network)
+TEACHER_EMA = 0.999     # the v-teacher's moving average, chapter 8's
 N_SAMPLES = 5000        # roll samples per sampler
 N_DIGITS = 1000         # digit samples per sampler (as chapter 8)
 DDIM_REFERENCE = 20     # chapter 8's DDIM comparison: the digits' DDIM at this many calls too
@@ -53,6 +62,9 @@ def parse_arguments():
                         help="peak Adam step size of each round on the roll (default: %(default)s)")
     parser.add_argument("--digits-iters", type=cli.whole_number(0), default=DIGITS_ITERS,
                         help="iterations per round on the digits, 0 to skip them (default: %(default)s)")
+    parser.add_argument("--digits-teacher", choices=("v", "eps"), default=DIGITS_TEACHER,
+                        help="v: chapter 8's UNet trained again to output v; eps: chapter 8's network itself "
+                             "(default: %(default)s)")
     parser.add_argument("--n-samples", type=cli.whole_number(20), default=N_SAMPLES,
                         help="roll samples per sampler (default: %(default)s)")
     parser.add_argument("--n-digits", type=cli.whole_number(20), default=N_DIGITS,
@@ -76,6 +88,10 @@ def parse_arguments():
         parser.exit(1, f"error: {error}\n")
     if args.teacher_calls >= roll_schedule.T or (unet and args.teacher_calls >= unet[1].T):
         parser.error(f"--teacher-calls must be below the schedules' T, got {args.teacher_calls}")
+    if unet and args.digits_teacher == "v" and not {"iters", "batch_size", "lr"} <= unet[2]["args"].keys():
+        parser.exit(1, f"error: {args.digits_checkpoint} does not say how it was trained (iters, batch_size, lr), "
+                       f"which the v-teacher repeats: run `{checkpoints.PICTURES_COMMAND}` to make one, or give "
+                       f"--digits-teacher eps\n")
     return args, device, generator, (roll_teacher, roll_schedule), unet
 
 
@@ -141,18 +157,43 @@ def draw_paths(teacher, student, schedule, calls, generator, device, path):
     figures.save_figure(fig, path)
 
 
-def distil_digits(args, unet, schedule, x0_form, generator, device):
-    """README "On the digits": chapter 8's UNet from --teacher-calls to 1 call, chapter 8's scores."""
+def train_v_teacher(eps_unet, settings, schedule, draw_x0, generator, device):
+    """README "On the digits": chapter 8's UNet trained again as chapter 8 trains it (its data,
+    iterations, batch, step size and moving average, t from 1), but on ||v - v_theta(z_t, t)||^2
+    with v = alpha_t eps - sigma_t x0; returned as an eps-network (distill.VAsEps)."""
+    model = UNet(**eps_unet.config).to(device)
+    network, average = distill.OnPoints(model), copy.deepcopy(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings["lr"])
+    began, iters = time.perf_counter(), settings["iters"]
+    for i in tqdm(range(iters), desc="v-teacher"):
+        x0 = draw_x0(settings["batch_size"])
+        t = torch.randint(1, schedule.T + 1, (len(x0),), generator=generator).to(device)
+        eps = torch.randn(x0.shape, generator=generator).to(device)
+        v_hat = network(common.x_t_from_eps(x0, eps, t, schedule), t)[0]
+        loss = (distill.v_target(x0, eps, t, schedule) - v_hat).square().sum(1).mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the v-teacher's loss became {loss.item()} at iteration {i + 1}")
+        runs.take_step(optimizer, loss, runs.cosine_decay(i, iters, settings["lr"]))
+        runs.update_average(average, model, i, TEACHER_EMA)
+    print(f"digits: v-teacher trained, {iters} iterations of {settings['batch_size']} in "
+          f"{time.perf_counter() - began:.0f} s; last batch ||v - v_theta||^2 = {loss.item():.2f}")
+    return distill.VAsEps(distill.OnPoints(average.eval()), schedule)
+
+
+def distil_digits(args, unet, schedule, settings, generator, device):
+    """README "On the digits": the teacher (chapter 8's UNet, or the v-teacher trained from its
+    settings) from --teacher-calls to 1 call, chapter 8's scores."""
     split = digits.load_split()
     classifier = digits.fit_digit_classifier(split[0], split[1])
     train = torch.as_tensor(split[0])
+    x0_form = settings.get("x0_form", "dequantised")
 
     def score(z):
         scores = digits.score_samples(digits.to_levels(z), split, classifier, args.seed)
         return f"confident {scores['confident']:.3f}  two-sample accuracy {scores['two_sample']:.3f}"
 
-    def draw_x0():   # the teacher's own training pixels: chapter 8's levels' centres (or an older run's dequantised)
-        pick = train[torch.randint(len(train), (DIGITS_BATCH,), generator=generator)]
+    def draw_x0(n=DIGITS_BATCH):   # the teacher's own training pixels: chapter 8's levels' centres (or an older run's dequantised)
+        pick = train[torch.randint(len(train), (n,), generator=generator)]
         return pictures.flat(pictures.training_pixels(pick, x0_form, generator)).to(device)
 
     real = digits.real_digit_scores(split, classifier, args.seed)
@@ -161,7 +202,11 @@ def distil_digits(args, unet, schedule, x0_form, generator, device):
     teacher = distill.OnPoints(unet).eval()
     z_T = torch.randn(args.n_digits, digits.PIXELS, generator=generator).to(device)
     reference = distill.sample(teacher, distill.log_snr_grid(schedule, DDIM_REFERENCE), z_T, schedule)
-    print(f"digits: DDIM at {DDIM_REFERENCE} calls: {score(reference)}")
+    print(f"digits: chapter 8's eps-network, DDIM at {DDIM_REFERENCE} calls: {score(reference)}")
+    if args.digits_teacher == "v":
+        teacher = train_v_teacher(unet, settings, schedule, draw_x0, generator, device)
+        reference = distill.sample(teacher, distill.log_snr_grid(schedule, DDIM_REFERENCE), z_T, schedule)
+        print(f"digits: the v-teacher, DDIM at {DDIM_REFERENCE} calls: {score(reference)}")
     samples, _ = progressive_distillation(teacher, schedule, args.teacher_calls, draw_x0, args.digits_iters,
                                           DIGITS_LR, generator, score, z_T, "digits")
     return samples
@@ -194,17 +239,20 @@ def write_samples(out_dir, roll_samples, digit_samples):
 
 
 def main():
-    """The chapter's steps in the README's order: the rounds on the roll, the picture of paths and
-    jumps, the rounds on the digits, the figures of samples, the samples for tools."""
+    """The chapter's steps in the README's order: the rounds on the roll, then on the digits; the
+    figures (paths and jumps, samples) and the samples for tools once every round is done, so that
+    a round whose loss stops being a number leaves no file half-written."""
     args, device, generator, (roll_teacher, roll_schedule), unet = parse_arguments()
-    roll_samples, roll_student = distil_roll(args, roll_teacher, roll_schedule, generator, device)
+    try:
+        roll_samples, roll_student = distil_roll(args, roll_teacher, roll_schedule, generator, device)
+        digit_samples = None
+        if unet is not None:   # a generator of its own: the digits' numbers do not depend on the roll's settings
+            digit_samples = distil_digits(args, unet[0], unet[1], unet[2]["args"],
+                                          torch.Generator().manual_seed(args.seed), device)
+    except FloatingPointError as error:
+        raise SystemExit(f"error: {error}; nothing was written: try another --seed (or, on the roll, a smaller --roll-lr)")
     draw_paths(roll_teacher, roll_student, roll_schedule, args.teacher_calls, generator, device,
                args.images / "14_paths.png")
-    digit_samples = None
-    if unet is not None:
-        # a generator of its own: the digits' numbers do not depend on the roll's settings
-        digit_samples = distil_digits(args, unet[0], unet[1], unet[2]["args"].get("x0_form", "dequantised"),
-                                      torch.Generator().manual_seed(args.seed), device)
     draw_samples(roll_samples, digit_samples, args.images)
     write_samples(args.out_dir, roll_samples, digit_samples)
     print(f"wrote {args.images}/14_paths.png, 14_roll.png{', 14_digits.png' if unet else ''} and the "

@@ -1,6 +1,8 @@
 """One step (README, chapter 14): progressive distillation (Salimans & Ho 2022). A student, a
 copy of its teacher, learns to make in one deterministic DDIM jump the way the teacher makes in
-two; each round halves the jumps, so five rounds take 32 network calls down to 1.
+two; each round halves the jumps, so five rounds take 32 network calls down to 1. Beside it, the
+velocity v that the digits' teacher outputs (v_target, VAsEps) and consistency distillation
+(Song et al. 2023; the lab notes' study on the roll).
 
 Everything is written with the signal and noise levels of a step t of the schedule,
 alpha_t = sqrt(alpha_bar_t) and sigma_t = sqrt(1 - alpha_bar_t), with t = 0 the data itself
@@ -77,6 +79,29 @@ class OnPoints(torch.nn.Module):
         return pictures.eps_network(self.unet)(z, t)
 
 
+def v_target(x0, eps, t, schedule):
+    """The velocity v = alpha_t eps - sigma_t x0 (Salimans & Ho 2022, section 4) of z_t =
+    alpha_t x0 + sigma_t eps: what a v-network learns to output in place of eps."""
+    alpha, sigma = signal_and_noise(t, schedule, x0)
+    return alpha * eps - sigma * x0
+
+
+class VAsEps(torch.nn.Module):
+    """A v-network (called as network(z, t) -> (v_hat, None)) answering as an eps-network, so that
+    every jump, target and loss above takes it unchanged: eps_hat = alpha_t v_hat + sigma_t z_t,
+    whose x0_hat = (z_t - sigma_t eps_hat) / alpha_t is alpha_t z_t - sigma_t v_hat. That x0_hat
+    multiplies an error of v_hat by sigma_t <= 1, where an eps-network's multiplies an error of
+    eps_hat by sigma_t / alpha_t (63 at the digits' t = T): why the digits need a v-teacher."""
+
+    def __init__(self, network, schedule):
+        super().__init__()
+        self.network, self.schedule = network, schedule
+
+    def forward(self, z, t):
+        alpha, sigma = signal_and_noise(t, self.schedule, z)
+        return alpha * self.network(z, t)[0] + sigma * z, None
+
+
 @torch.no_grad()
 def sample(network, grid, z_T, schedule):
     """Deterministic DDIM along a grid of times from T down to 0: one network call per jump.
@@ -121,3 +146,58 @@ def distill_round(teacher, grid, draw_x0, iters, lr, generator, schedule):
         losses.append(loss.item())
     return student.eval(), grid[::2], losses
 
+
+
+def consistency_end(network, z, t, schedule):
+    """A consistency model's f(z_t, t), the end of the teacher's path through z_t (Song et al.
+    2023): the network's x0_hat at t >= 1, and z itself at t = 0, the boundary f(x0, 0) = x0;
+    t a tensor of steps, one per point."""
+    x0_hat = predict_x0(network, z, t.clamp(min=1), schedule)
+    return torch.where((t == 0).to(z.device).unsqueeze(-1), z, x0_hat)
+
+
+def consistency_loss(student, target_network, teacher, x0, grid, generator, schedule):
+    """One batch of consistency distillation (Song et al. 2023, Algorithm 2) on a grid T = grid[0]
+    > ... > grid[-1] = 0: a data point x0 noised to a time t of the grid, the teacher's one DDIM jump
+    from it to the next time s, and max(SNR_t, 1) ||f_student(z_t, t) - f_target(z_s, s)||^2: two
+    points of one path must be sent to the same end. f_target is a moving average of the student."""
+    k = torch.randint(0, len(grid) - 1, (x0.shape[0],), generator=generator)
+    grid = torch.as_tensor(grid)
+    t, s = grid[k].to(x0.device), grid[k + 1].to(x0.device)
+    z_t = common.x_t_from_eps(x0, torch.randn(x0.shape, generator=generator).to(x0), t, schedule)
+    with torch.no_grad():
+        z_s = ddim_jump(z_t, predict_x0(teacher, z_t, t, schedule), t, s, schedule)
+        target = consistency_end(target_network, z_s, s, schedule)
+    error = (consistency_end(student, z_t, t, schedule) - target).square().sum(1)
+    return (truncated_snr_weight(t, schedule).to(x0).squeeze(-1) * error).mean()
+
+
+def consistency_distillation(teacher, grid, draw_x0, iters, lr, generator, schedule, target_decay):
+    """One training run: a student copied from the teacher, Adam with a cosine-decayed step size on
+    consistency_loss, its target network a moving average of it (decay growing to target_decay,
+    runs.update_average). Returns (student, the loss of every iteration)."""
+    student, target_network = copy.deepcopy(teacher).train(), copy.deepcopy(teacher).eval()
+    teacher = teacher.eval()
+    optimizer = torch.optim.Adam(student.parameters(), lr=lr)
+    losses = []
+    for i in range(iters):
+        loss = consistency_loss(student, target_network, teacher, draw_x0(), grid, generator, schedule)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the consistency loss became {loss.item()} at iteration {i + 1}")
+        runs.take_step(optimizer, loss, runs.cosine_decay(i, iters, lr))
+        runs.update_average(target_network, student, i, target_decay)
+        losses.append(loss.item())
+    return student.eval(), losses
+
+
+@torch.no_grad()
+def consistency_sample(network, times, z_T, schedule, generator):
+    """Multistep consistency sampling (Song et al. 2023, Algorithm 1), one network call per time:
+    the end f(z_T, T) at times[0] = T, then, at each further time t, that end noised again to t,
+    z_t = alpha_t x + sigma_t eps, and its end taken anew."""
+    steps = lambda t: torch.full((z_T.shape[0],), t, device=z_T.device)  # noqa: E731
+    x = consistency_end(network, z_T, steps(times[0]), schedule)
+    for t in times[1:]:
+        eps = torch.randn(x.shape, generator=generator).to(x)
+        x = consistency_end(network, common.x_t_from_eps(x, eps, t, schedule), steps(t), schedule)
+    return x

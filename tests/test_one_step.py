@@ -6,6 +6,7 @@ turns the x0 loss into the eps loss where SNR >= 1; and the script refuses a mis
 import argparse
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -163,24 +164,150 @@ def test_script_refuses_a_missing_checkpoint_in_one_line_naming_the_command(whic
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_a_v_network_presented_as_an_eps_network_gives_x0_hat_alpha_z_minus_sigma_v():
-    """docs/v_teacher.py's VAsEps: a network that outputs v (here v = 0.3 z + 0.1, made up) answers
-    as an eps-network, and the x0_hat that chapter 14's jumps take from it, (z - sigma eps) / alpha,
-    is alpha z - sigma v, computed here in float64 from alpha_bar alone, at every t."""
-    from conftest import load_script
-    import pictures
-    study = load_script("docs/v_teacher.py")
-    schedule = pictures.image_schedule(200, 1e-2, -8.3, "cosine")
+def test_v_target_and_z_give_back_x0_and_eps():
+    """v = alpha eps - sigma x0 (distill.v_target) with z = alpha x0 + sigma eps: the rotation back,
+    x0 = alpha z - sigma v and eps = sigma z + alpha v, computed here in float64 from alpha_bar alone.
+    A flipped sign or swapped alpha and sigma in v_target fails it."""
+    generator = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(5, 3, generator=generator).double(), torch.randn(5, 3, generator=generator).double()
+    for t in (1, 7, 25, T):
+        steps = torch.full((5,), t)
+        v = distill.v_target(x0, eps, steps, SCHEDULE)
+        alpha, sigma = float(SCHEDULE.alpha_bar[t]) ** 0.5, (1 - float(SCHEDULE.alpha_bar[t])) ** 0.5
+        z = alpha * x0 + sigma * eps
+        for name, back, truth in (("x0", alpha * z - sigma * v, x0), ("eps", sigma * z + alpha * v, eps)):
+            gap = (back - truth).abs().max().item()
+            assert gap < 1e-6, f"t = {t}: {name} from (z, v) misses by {gap:.2e}"
 
-    class MadeUpV(torch.nn.Module):
-        def forward(self, x, t, label=None):   # a UNet's call: images, steps, no label
-            return 0.3 * x + 0.1
 
-    z = torch.randn(6, 64, generator=torch.Generator().manual_seed(0))
-    for t in (1, 2, 100, 200):
+def test_the_exact_v_of_gaussian_data_presented_as_eps_is_the_exact_eps():
+    """distill.VAsEps on the exact v-network of Gaussian data, E[v | z_t] = alpha E[eps | z_t] - sigma
+    E[x0 | z_t] with E[x0 | z_t] = alpha DATA_STD^2 z_t / Var(z_t) (the known conditional), answers
+    the exact eps, gaussian_eps, at every t; and the x0_hat its jumps take is alpha z - sigma v."""
+    def exact_v(z, t):
+        alpha_bar = common.at(SCHEDULE.alpha_bar, t).to(z)
+        alpha, sigma, var = alpha_bar.sqrt(), (1 - alpha_bar).sqrt(), alpha_bar * DATA_STD ** 2 + 1 - alpha_bar
+        return alpha * sigma * z / var - sigma * alpha * DATA_STD ** 2 * z / var, None
+
+    network = distill.VAsEps(exact_v, SCHEDULE)
+    z = torch.randn(6, 2, generator=torch.Generator().manual_seed(1)).double()
+    for t in (1, 2, 20, T):
         steps = torch.full((6,), t)
-        x0_hat = distill.predict_x0(study.VAsEps(MadeUpV(), schedule), z, steps, schedule).double()
-        alpha_bar = float(schedule.alpha_bar[t])
-        expected = alpha_bar ** 0.5 * z.double() - (1 - alpha_bar) ** 0.5 * (0.3 * z.double() + 0.1)
-        gap = (x0_hat - expected).abs().max().item()
-        assert gap < 1e-4, f"t = {t}: x0_hat misses alpha z - sigma v by {gap:.2e}"
+        gap = (network(z, steps)[0] - gaussian_eps(z, steps)[0]).abs().max().item()
+        assert gap < 1e-9, f"t = {t}: VAsEps(exact v) misses the exact eps by {gap:.2e}"
+        alpha_bar = float(SCHEDULE.alpha_bar[t])
+        x0_hat = alpha_bar ** 0.5 * z - (1 - alpha_bar) ** 0.5 * exact_v(z, steps)[0]
+        gap = (distill.predict_x0(network, z, steps, SCHEDULE) - x0_hat).abs().max().item()
+        assert gap < 1e-9, f"t = {t}: the jumps' x0_hat misses alpha z - sigma v by {gap:.2e}"
+
+
+def test_the_digits_rounds_run_from_a_v_teacher_trained_on_chapter_8s_settings(tmp_path, monkeypatch, capsys,
+                                                                                 keep_process_settings):
+    """The script's digits part on tiny settings: a v-teacher trained for the iterations and batch
+    the chapter 8 checkpoint names, its rounds down to 1 call, every student's samples written.
+    The sample scores (tested in test_two_sample.py and test_digits.py) are stubbed: seconds each."""
+    from test_robustness import call_main
+    from unet import UNet
+    import digits
+    import pictures
+    scores = {"confident": 0.5, "two_sample": 0.5}
+    monkeypatch.setattr(digits, "real_digit_scores", lambda *args: scores)
+    monkeypatch.setattr(digits, "score_samples", lambda *args: scores)
+    torch.manual_seed(0)
+    checkpoints.save_checkpoint(tmp_path / "ddpm.pt", ReverseModel(covariance="none"), SCHEDULE,
+                                argparse.Namespace(iters=1), 1)
+    settings = argparse.Namespace(iters=3, batch_size=16, lr=1e-3, x0_form="centres")
+    checkpoints.save_unet_checkpoint(tmp_path / "unet.pt", UNet(8), pictures.image_schedule(40, 1e-2, -8.3, "cosine"),
+                                     settings, 3)
+    code, out, err = call_main("14_one_step.py", [
+        "--roll-checkpoint", tmp_path / "ddpm.pt", "--digits-checkpoint", tmp_path / "unet.pt", "--teacher-calls", 4,
+        "--roll-iters", 2, "--n-samples", 50, "--digits-iters", 2, "--n-digits", 20, "--images", tmp_path,
+        "--out-dir", tmp_path / "out"], monkeypatch, capsys)
+    assert code == 0, err
+    assert "v-teacher trained, 3 iterations of 16" in out and "digits:  1 call" in out, out
+    for calls in (4, 2, 1):
+        assert np.load(tmp_path / "out" / f"digits_{calls}.npy").shape == (20, 8, 8)
+
+
+def path_end_network(teacher, grid):
+    """An eps-network whose x0_hat at a time t of the grid is the end of the teacher's DDIM path from
+    z_t along the rest of the grid: the exact consistency function of that teacher on that grid."""
+    def network(z, steps):
+        ends = z.clone()   # off the grid (the clamped t = 0 of consistency_end, discarded): anything
+        for t in set(steps.unique().tolist()) & set(grid):
+            rows = steps == t
+            ends[rows] = distill.sample(teacher, grid[grid.index(t):], z[rows], SCHEDULE)
+        alpha, sigma = distill.signal_and_noise(steps, SCHEDULE, z)
+        return (z - alpha * ends) / sigma, None
+    return network
+
+
+def test_consistency_end_is_z_at_t_0_and_x0_hat_after():
+    teacher = random_eps_network()
+    z = torch.randn(4, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    steps = torch.tensor([0, 1, 0, 17])
+    end = distill.consistency_end(teacher, z, steps, SCHEDULE)
+    assert torch.equal(end[steps == 0], z[steps == 0])
+    x0_hat = distill.predict_x0(teacher, z, steps.clamp(min=1), SCHEDULE)
+    assert torch.allclose(end[steps > 0], x0_hat[steps > 0], rtol=0, atol=1e-12)
+
+
+def test_the_teachers_own_path_end_has_zero_consistency_loss_and_the_teacher_does_not():
+    """The consistency loss is zero for the exact consistency function of the teacher's DDIM steps
+    on the grid, and well above zero for the teacher itself (one jump from t is not the path's end).
+    A target taken one time too far along the grid, or a teacher jump to the wrong time, breaks it."""
+    teacher = random_eps_network()
+    grid = distill.log_snr_grid(SCHEDULE, 8)
+    oracle = path_end_network(teacher, grid)
+
+    def loss_of(student):
+        fixed = torch.Generator().manual_seed(5)
+        return distill.consistency_loss(student, student, teacher, roll.swiss_roll(2000, fixed).double(), grid,
+                                        fixed, SCHEDULE).item()
+
+    assert loss_of(oracle) < 1e-18, loss_of(oracle)
+    assert loss_of(teacher) > 1e-3, loss_of(teacher)
+
+
+def test_the_exact_consistency_function_samples_in_one_call_what_the_teacher_does_on_the_whole_grid():
+    teacher = random_eps_network()
+    grid = distill.log_snr_grid(SCHEDULE, 8)
+    z_T = torch.randn(300, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    one_call = distill.consistency_sample(path_end_network(teacher, grid), [T], z_T, SCHEDULE, None)
+    whole_grid = distill.sample(teacher, grid, z_T, SCHEDULE)
+    assert torch.allclose(one_call, whole_grid, rtol=0, atol=1e-9), (one_call - whole_grid).abs().max()
+
+
+def test_consistency_distillation_brings_the_one_call_sample_towards_the_teachers_path_end():
+    small = {"hidden": 32, "depth": 2, "n_frequencies": 8}
+    teacher = random_eps_network(**small).float()
+    grid = distill.log_snr_grid(SCHEDULE, 8)
+    generator = torch.Generator().manual_seed(0)
+    z_T = torch.randn(2000, 2, generator=torch.Generator().manual_seed(6))
+    path_end = distill.sample(teacher, grid, z_T, SCHEDULE)
+
+    def gap(network):
+        return (distill.consistency_sample(network, [T], z_T, SCHEDULE, None) - path_end).square().sum(1).mean().item()
+
+    student, losses = distill.consistency_distillation(teacher, grid, lambda: roll.swiss_roll(128, generator),
+                                                       iters=150, lr=1e-3, generator=generator, schedule=SCHEDULE,
+                                                       target_decay=0.95)
+    assert len(losses) == 150
+    assert gap(student) < 0.5 * gap(teacher), f"one call's distance to the path's end: {gap(teacher):.4f} -> {gap(student):.4f}"
+
+
+def test_a_loss_that_is_not_a_number_stops_the_script_in_one_line_with_nothing_written(tmp_path, monkeypatch, capsys,
+                                                                                      keep_process_settings):
+    from test_robustness import call_main, the_error_line
+    torch.manual_seed(0)
+    checkpoints.save_checkpoint(tmp_path / "ddpm.pt", ReverseModel(covariance="none"), SCHEDULE,
+                                argparse.Namespace(iters=1), 1)
+    monkeypatch.setattr(distill, "distillation_loss", lambda *args: torch.tensor(float("nan"), requires_grad=True))
+    code, _, err = call_main("14_one_step.py", ["--roll-checkpoint", tmp_path / "ddpm.pt", "--teacher-calls", 4,
+                                                "--roll-iters", 2, "--n-samples", 50, "--digits-iters", 0,
+                                                "--images", tmp_path / "images", "--out-dir", tmp_path / "out"],
+                             monkeypatch, capsys)
+    line = the_error_line(err, "nan")
+    assert code != 0 and "nothing was written" in line, line
+    for folder in ("images", "out"):
+        assert not (tmp_path / folder).exists() or not any((tmp_path / folder).iterdir()), folder
