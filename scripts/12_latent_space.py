@@ -66,6 +66,8 @@ def parse():
                         help="channels of the 7 x 7 latent (default: %(default)s)")
     parser.add_argument("--ae-iters", type=cli.positive_int, default=AE_ITERS,
                         help="autoencoder training steps (default: %(default)s)")
+    parser.add_argument("--kl-weight", type=cli.positive_float, default=autoencoder.KL_WEIGHT,
+                        help="the autoencoder's KL weight kappa (default: %(default)s; larger: smoother, blurrier)")
     parser.add_argument("--latent-iters", type=cli.positive_int, default=LATENT_ITERS,
                         help="latent diffusion training steps (default: %(default)s)")
     parser.add_argument("--pixel-iters", type=cli.positive_int, default=PIXEL_ITERS,
@@ -117,10 +119,11 @@ def train_autoencoder(model, train_pixels, heldout_pixels, split, classifier, ar
     """README "The autoencoder": train it, then its compression and its error, the floor of any sample."""
     began, c = time.perf_counter(), model.config["latent_channels"]
     if not args.reuse:
-        reconstruction, kl = autoencoder.train(model, train_pixels, args.ae_iters, AE_BATCH, AE_LR, generator, device)
+        reconstruction, kl = autoencoder.train(model, train_pixels, args.ae_iters, AE_BATCH, AE_LR, generator, device,
+                                               args.kl_weight)
         print(f"autoencoder: {n_parameters(model):,} parameters, {args.ae_iters} steps in {time.perf_counter() - began:.0f} s; "
               f"784 -> {c}x7x7 = {49 * c} numbers ({784 / (49 * c):.0f}x fewer); training loss: reconstruction "
-              f"{reconstruction:.2f} + {autoencoder.KL_WEIGHT:g} x KL {kl:.0f}")
+              f"{reconstruction:.2f} + {args.kl_weight:g} x KL {kl:.0f}")
     with torch.no_grad():
         mean, log_var = model.encode(heldout_pixels.to(device))
         rebuilt = mnist.to_levels(model.decode(mean).cpu())
