@@ -94,7 +94,7 @@ def read_idx(path):
 def to_unit(levels):
     """Levels 0..255 to pixels in [-1, 1]: z = 2k/255 - 1, float32 (n, 1, 28, 28) (one grey
     channel, as the networks expect)."""
-    k = torch.from_numpy(np.array(levels, dtype=np.float32))   # a copy: the IDX reader's arrays are read-only
+    k = torch.tensor(np.asarray(levels), dtype=torch.float32)   # a copy: the IDX reader's arrays are read-only
     return (2.0 * k / TOP - 1.0).reshape(-1, 1, SIDE, SIDE)
 
 
