@@ -5,6 +5,10 @@ one budget and prints the held-out reconstruction error and the scores of 500 de
 latents beside real digits' (the Frechet distance's band of real against real).
 
     PYTHONPATH=scripts python docs/autoencoder_floor.py --ae-iters 2400 --latent-channels 2
+    PYTHONPATH=scripts python docs/autoencoder_floor.py --reconstruction l1+squared
+
+--reconstruction swaps the squared error of autoencoder.loss_terms for another per-image error:
+Stable Diffusion's autoencoder is trained on an L1 error (with perceptual and adversarial terms).
 """
 import argparse
 import time
@@ -17,6 +21,16 @@ import mnist
 import mnist_scores
 
 chapter12 = cli.load_chapter("12_latent_space.py")
+ERRORS = {"squared": lambda d: d.square(), "l1": lambda d: d.abs(), "l1+squared": lambda d: d.abs() + d.square()}
+
+
+def loss_terms_with(error):
+    """autoencoder.loss_terms with `error` (of x - decode(z), per pixel) summed in place of the squared error."""
+    def loss_terms(model, x, generator=None):
+        mean, log_var = model.encode(x)
+        reconstruction = model.decode(autoencoder.draw(mean, log_var, generator))
+        return error(x - reconstruction).flatten(1).sum(1), autoencoder.kl_to_standard_normal(mean, log_var)
+    return loss_terms
 
 
 def main():
@@ -25,8 +39,10 @@ def main():
     parser.add_argument("--ae-lr", type=cli.positive_float, default=chapter12.AE_LR)
     parser.add_argument("--latent-channels", type=cli.positive_int, default=chapter12.LATENT_CHANNELS)
     parser.add_argument("--n", type=cli.positive_int, default=chapter12.N_SAMPLES, help="decoded latents scored")
+    parser.add_argument("--reconstruction", choices=sorted(ERRORS), default="squared")
     parser.add_argument("--seed", type=cli.seed_int, default=0)
     args = parser.parse_args()
+    autoencoder.loss_terms = loss_terms_with(ERRORS[args.reconstruction])   # what autoencoder.train calls
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     split = mnist.load_split(None)
