@@ -19,7 +19,6 @@ import copy
 import pathlib
 import time
 
-import matplotlib.pyplot as plt
 import torch
 from tqdm import tqdm
 
@@ -28,7 +27,7 @@ import cli
 import common
 import digits
 import distill
-import figures
+import distill_figures
 import pictures
 import roll
 import runs
@@ -143,18 +142,7 @@ def draw_paths(teacher, student, schedule, calls, generator, device, path):
     paths = torch.stack(points).cpu()
     one_teacher = distill.sample(teacher, [grid[0], 0], z_T, schedule).cpu()
     one_student = distill.sample(student, [grid[0], 0], z_T, schedule).cpu()
-    fig, ax = plt.subplots(figsize=(6, 6))
-    _, curve = roll.curve_grid(2000)
-    ax.plot(curve[:, 0], curve[:, 1], color="0.85", lw=4, zorder=0)
-    for k in range(N_PATHS):
-        label = (lambda text: text if k == 0 else None)
-        ax.plot(paths[:, k, 0], paths[:, k, 1], color="tab:blue", lw=1, label=label(f"teacher, {calls} jumps"))
-        ax.plot(*zip(z_T[k].cpu(), one_teacher[k]), color="tab:red", ls="--", lw=1, label=label("teacher, 1 jump"))
-        ax.plot(*zip(z_T[k].cpu(), one_student[k]), color="tab:green", lw=1, label=label("student, 1 jump"))
-    ax.scatter(*paths[0].T, s=12, color="black", zorder=3, label="start, noise")
-    ax.set(xlim=(-2.6, 2.6), ylim=(-2.6, 2.6), aspect="equal", title="from noise to the roll: paths and single jumps")
-    ax.legend(loc="lower right", fontsize=8)
-    figures.save_figure(fig, path)
+    distill_figures.paths_and_jumps(z_T.cpu(), paths, one_teacher, one_student, calls, path)
 
 
 def train_v_teacher(eps_unet, settings, schedule, draw_x0, generator, device):
@@ -213,21 +201,9 @@ def distil_digits(args, unet, schedule, settings, generator, device):
 
 
 def draw_samples(roll_samples, digit_samples, images):
-    """README "What the rounds bought": student above teacher at 8, 4, 2 and 1 calls."""
-    shown = [calls for calls in SHOWN_CALLS if calls in roll_samples]
-    fig, axes = plt.subplots(2, len(shown), figsize=(3 * len(shown), 6.4), squeeze=False)
-    for column, calls in enumerate(shown):
-        for row, who in enumerate(("student", "DDIM")):
-            figures.plot_points(axes[row, column], roll_samples[calls][row], f"{who}, {calls} call{'s' * (calls > 1)}")
-    figures.save_figure(fig, images / "14_roll.png")
-    if digit_samples is None:
-        return
-    fig, axes = plt.subplots(2, len(shown), figsize=(3 * len(shown), 6.4), squeeze=False)
-    for column, calls in enumerate(shown):
-        for row, who in enumerate(("student", "DDIM")):
-            figures.show_digits(axes[row, column], digits.to_levels(digit_samples[calls][row][:36]), 6,
-                                f"{who}, {calls} call{'s' * (calls > 1)}")
-    figures.save_figure(fig, images / "14_digits.png")
+    """README "What the rounds bought": student above DDIM at 8, 4, 2 and 1 calls."""
+    distill_figures.student_above_ddim(roll_samples, digit_samples,
+                                       [calls for calls in SHOWN_CALLS if calls in roll_samples], images)
 
 
 def write_samples(out_dir, roll_samples, digit_samples):
