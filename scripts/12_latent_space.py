@@ -67,7 +67,7 @@ def parse():
     parser.add_argument("--ae-iters", type=cli.positive_int, default=AE_ITERS,
                         help="autoencoder training steps (default: %(default)s)")
     parser.add_argument("--kl-weight", type=cli.positive_float, default=autoencoder.KL_WEIGHT,
-                        help="the autoencoder's KL weight kappa (default: %(default)s; larger: smoother, blurrier)")
+                        help="the autoencoder's KL weight kappa (default: %(default)s; 1e-1 and up: a noisier code, blurrier digits)")
     parser.add_argument("--latent-iters", type=cli.positive_int, default=LATENT_ITERS,
                         help="latent diffusion training steps (default: %(default)s)")
     parser.add_argument("--pixel-iters", type=cli.positive_int, default=PIXEL_ITERS,
