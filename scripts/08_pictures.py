@@ -36,7 +36,7 @@ BETA_1 = 1e-2             # first step's noise, std 0.1: most of a bin (2/17 wid
 LOG_SNR_T = -8.3          # x_T keeps alpha_bar_T = 2.5e-4 of the signal: 64 pixels make x_T noise later than 2 coordinates
 SCHEDULE_SHAPE = "cosine"  # improved DDPM's path between the two ends (docs/chapter8.md)
 # Training (Algorithm 1).
-ITERS = 1500              # about 60 s on a quiet 2-core CPU (README chapter 8)
+ITERS = 1500              # about 3 minutes on a quiet 2-core CPU (docs/chapter8.md)
 BATCH_SIZE = 128          # images per iteration
 LR = 2e-3                 # Adam's step size, decayed along a cosine to 0
 X0_FORM = "centres"       # train on the levels' centres, scored by DDPM's discrete decoder (docs/chapter8.md)
