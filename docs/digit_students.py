@@ -13,10 +13,11 @@ teacher jumps in one: 8 goes from 32 calls to 4 in one round).
 place of the rounds, sampled at several sets of re-noise times (Song et al. 2023 choose theirs by
 search too).
 
-The v-teacher is trained as the chapter trains it (its initial weights come from another state of
-torch's global generator, so its numbers are its own) and, with --teacher-cache, saved with the
+The v-teacher is taught as the chapter teaches it and, with --teacher-cache, saved with the
 generator's state, so that every lever starts where the rounds start; --student-cache does the same
-for a consistency student (another --seed then scores it on other noise).
+for a consistency student (another --seed then scores it on other noise). The lab notes' tables
+before the chapter's v-teacher started from chapter 8's weights ran at commit 1baff10, where this
+script trained it from fresh weights for chapter 8's 1,500 iterations.
 
     PYTHONPATH=scripts python docs/digit_students.py --teacher-cache outputs/one_step/v_teacher.pt
     PYTHONPATH=scripts python docs/digit_students.py --teacher-cache outputs/one_step/v_teacher.pt --consistency 1500 --lr 6e-4
@@ -137,6 +138,8 @@ def parse_arguments():
     parser.add_argument("--target-decay", type=cli.share, default=0.95, help="consistency's target network")
     parser.add_argument("--grid-calls", type=cli.whole_number(2), default=chapter14.TEACHER_CALLS,
                         help="consistency's teacher grid")
+    parser.add_argument("--teacher-iters", type=cli.positive_int, default=chapter14.TEACHER_ITERS,
+                        help="the v-teacher's iterations from chapter 8's weights")
     parser.add_argument("--teacher-cache", type=pathlib.Path, help="the v-teacher, saved or loaded")
     parser.add_argument("--student-cache", type=pathlib.Path, help="the consistency student, saved or loaded")
     parser.add_argument("--seed", type=cli.seed_int, default=0)
@@ -151,7 +154,7 @@ def v_teacher(args, unet, schedule, settings, draw_x0, generator):
         model.load_state_dict(cached["unet"])
         generator.set_state(cached["generator"])
         return distill.VAsEps(distill.OnPoints(model.eval()), schedule)
-    teacher = chapter14.train_v_teacher(unet, settings, schedule, draw_x0, generator, "cpu")
+    teacher = chapter14.train_v_teacher(unet, args.teacher_iters, settings, schedule, draw_x0, generator, "cpu")
     if args.teacher_cache:
         torch.save({"unet": teacher.network.unet.state_dict(), "generator": generator.get_state()},
                    args.teacher_cache)

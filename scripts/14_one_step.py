@@ -7,9 +7,9 @@ teaches the next round, and each round halves the network calls. This script
 - draws the teacher's ODE paths on the roll beside the straight line a single jump takes;
 - distils chapter 5's eps-network from 32 calls down to 1, every round printed beside DDIM with
   the teacher at the same calls (steps, seconds, off the curve, W1(u): chapter 4's scores);
-- does the same on the digits, scored with chapter 8's sample scores: chapter 8's UNet trained
-  again, as chapter 8 trains it, to output v = alpha_t eps - sigma_t x0 instead of eps (the
-  students of an eps-teacher lose the digits below 8 calls: `--digits-teacher eps` shows it).
+- does the same on the digits, scored with chapter 8's sample scores: chapter 8's network taught
+  first to output v = alpha_t eps - sigma_t x0 instead of eps (the students of an eps-teacher lose
+  the digits below 8 calls: `--digits-teacher eps` shows it).
 
 Writes images/14_paths.png, 14_roll.png and 14_digits.png, and the students' samples to
 outputs/one_step/: roll_{calls}.npy ((N, 2) points) and digits_{calls}.npy ((N, 8, 8) levels).
@@ -31,7 +31,6 @@ import distill_figures
 import pictures
 import roll
 import runs
-from unet import UNet
 
 TEACHER_CALLS = 32      # the teacher's DDIM jumps, spread evenly in log SNR; each round halves them
 ROLL_ITERS = 800        # iterations per round on the roll
@@ -40,7 +39,8 @@ ROLL_LR = 1e-3          # Adam's step size, decayed on a cosine within each roun
 DIGITS_ITERS = 300      # iterations per round on the digits
 DIGITS_BATCH = 128      # digits per iteration (chapter 8's batch, for the v-teacher too)
 DIGITS_LR = 2e-4
-DIGITS_TEACHER = "v"    # what the digits' teacher outputs: v (trained here) or eps (chapter 8's own network)
+DIGITS_TEACHER = "v"    # what the digits' teacher outputs: v (taught here) or eps (chapter 8's own network)
+TEACHER_ITERS = 750     # the v-teacher's iterations from chapter 8's eps-network, half of chapter 8's training
 TEACHER_EMA = 0.999     # the v-teacher's moving average, chapter 8's
 N_SAMPLES = 5000        # roll samples per sampler
 N_DIGITS = 1000         # digit samples per sampler (as chapter 8)
@@ -62,8 +62,10 @@ def parse_arguments():
     parser.add_argument("--digits-iters", type=cli.whole_number(0), default=DIGITS_ITERS,
                         help="iterations per round on the digits, 0 to skip them (default: %(default)s)")
     parser.add_argument("--digits-teacher", choices=("v", "eps"), default=DIGITS_TEACHER,
-                        help="v: chapter 8's UNet trained again to output v; eps: chapter 8's network itself "
+                        help="v: chapter 8's network taught to output v; eps: chapter 8's network itself "
                              "(default: %(default)s)")
+    parser.add_argument("--teacher-iters", type=cli.positive_int, default=TEACHER_ITERS,
+                        help="the v-teacher's iterations from chapter 8's weights (default: %(default)s)")
     parser.add_argument("--n-samples", type=cli.whole_number(20), default=N_SAMPLES,
                         help="roll samples per sampler (default: %(default)s)")
     parser.add_argument("--n-digits", type=cli.whole_number(20), default=N_DIGITS,
@@ -87,9 +89,9 @@ def parse_arguments():
         parser.exit(1, f"error: {error}\n")
     if args.teacher_calls >= roll_schedule.T or (unet and args.teacher_calls >= unet[1].T):
         parser.error(f"--teacher-calls must be below the schedules' T, got {args.teacher_calls}")
-    if unet and args.digits_teacher == "v" and not {"iters", "batch_size", "lr"} <= unet[2]["args"].keys():
-        parser.exit(1, f"error: {args.digits_checkpoint} does not say how it was trained (iters, batch_size, lr), "
-                       f"which the v-teacher repeats: run `{checkpoints.PICTURES_COMMAND}` to make one, or give "
+    if unet and args.digits_teacher == "v" and not {"batch_size", "lr"} <= unet[2]["args"].keys():
+        parser.exit(1, f"error: {args.digits_checkpoint} does not say how it was trained (batch_size, lr), "
+                       f"which the v-teacher is taught with: run `{checkpoints.PICTURES_COMMAND}` to make one, or give "
                        f"--digits-teacher eps\n")
     return args, device, generator, (roll_teacher, roll_schedule), unet
 
@@ -145,14 +147,16 @@ def draw_paths(teacher, student, schedule, calls, generator, device, path):
     distill_figures.paths_and_jumps(z_T.cpu(), paths, one_teacher, one_student, calls, path)
 
 
-def train_v_teacher(eps_unet, settings, schedule, draw_x0, generator, device):
-    """README "On the digits": chapter 8's UNet trained again as chapter 8 trains it (its data,
-    iterations, batch, step size and moving average, t from 1), but on ||v - v_theta(z_t, t)||^2
-    with v = alpha_t eps - sigma_t x0; returned as an eps-network (distill.VAsEps)."""
-    model = UNet(**eps_unet.config).to(device)
+def train_v_teacher(eps_unet, iters, settings, schedule, draw_x0, generator, device):
+    """README "On the digits": chapter 8's eps-network taught to output v = alpha_t eps - sigma_t x0
+    instead: `iters` iterations from its weights on ||v - v_theta(z_t, t)||^2, as chapter 8 trains
+    (its data, batch, step size and moving average, t from 1); returned as an eps-network
+    (distill.VAsEps). Its features stay; where SNR is high v is nearly eps, so mostly the output
+    at low SNR, v near -x0, is learned anew."""
+    model = copy.deepcopy(eps_unet).train()
     network, average = distill.OnPoints(model), copy.deepcopy(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings["lr"])
-    began, iters = time.perf_counter(), settings["iters"]
+    began = time.perf_counter()
     for i in tqdm(range(iters), desc="v-teacher"):
         x0 = draw_x0(settings["batch_size"])
         t = torch.randint(1, schedule.T + 1, (len(x0),), generator=generator).to(device)
@@ -169,8 +173,8 @@ def train_v_teacher(eps_unet, settings, schedule, draw_x0, generator, device):
 
 
 def distil_digits(args, unet, schedule, settings, generator, device):
-    """README "On the digits": the teacher (chapter 8's UNet, or the v-teacher trained from its
-    settings) from --teacher-calls to 1 call, chapter 8's scores."""
+    """README "On the digits": the teacher (chapter 8's UNet, or the v-teacher taught from it) from
+    --teacher-calls to 1 call, chapter 8's scores."""
     split = digits.load_split()
     classifier = digits.fit_digit_classifier(split[0], split[1])
     train = torch.as_tensor(split[0])
@@ -192,7 +196,7 @@ def distil_digits(args, unet, schedule, settings, generator, device):
     reference = distill.sample(teacher, distill.log_snr_grid(schedule, DDIM_REFERENCE), z_T, schedule)
     print(f"digits: chapter 8's eps-network, DDIM at {DDIM_REFERENCE} calls: {score(reference)}")
     if args.digits_teacher == "v":
-        teacher = train_v_teacher(unet, settings, schedule, draw_x0, generator, device)
+        teacher = train_v_teacher(unet, args.teacher_iters, settings, schedule, draw_x0, generator, device)
         reference = distill.sample(teacher, distill.log_snr_grid(schedule, DDIM_REFERENCE), z_T, schedule)
         print(f"digits: the v-teacher, DDIM at {DDIM_REFERENCE} calls: {score(reference)}")
     samples, _ = progressive_distillation(teacher, schedule, args.teacher_calls, draw_x0, args.digits_iters,

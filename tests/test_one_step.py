@@ -202,8 +202,8 @@ def test_the_exact_v_of_gaussian_data_presented_as_eps_is_the_exact_eps():
 
 
 def test_the_v_teacher_learns_a_point_mass_whose_x0_hat_it_then_recovers():
-    """The chapter's train_v_teacher on data that is one image c: trained for 150 iterations on
-    ||v - v_theta||^2 and read through distill.VAsEps, its x0_hat = alpha z - sigma v_hat lands within
+    """The chapter's train_v_teacher on data that is one image c: taught for 150 iterations from a
+    fresh UNet's weights on ||v - v_theta||^2 and read through distill.VAsEps, its x0_hat = alpha z - sigma v_hat lands within
     0.2 of c at every t (untrained: 0.19 to 0.46). A loop that trained on eps, or on -v, and then
     read its output as v would miss c by about alpha_t |z|."""
     from conftest import load_script
@@ -213,7 +213,7 @@ def test_the_v_teacher_learns_a_point_mass_whose_x0_hat_it_then_recovers():
     schedule = pictures.image_schedule(40, 1e-2, -8.3, "cosine")
     c = torch.linspace(-0.8, 0.8, 64)
     torch.manual_seed(0)
-    teacher = chapter14.train_v_teacher(UNet(8), {"iters": 150, "batch_size": 32, "lr": 3e-3}, schedule,
+    teacher = chapter14.train_v_teacher(UNet(8), 150, {"batch_size": 32, "lr": 3e-3}, schedule,
                                         lambda n: c.expand(n, 64).clone(), torch.Generator().manual_seed(0), "cpu")
     z = torch.randn(200, 64, generator=torch.Generator().manual_seed(1))
     for t in (5, 15, 25, 40):
@@ -224,9 +224,36 @@ def test_the_v_teacher_learns_a_point_mass_whose_x0_hat_it_then_recovers():
         assert miss < 0.2, f"t = {t}: the v-teacher's x0_hat misses the point mass by {miss:.3f} on average"
 
 
-def test_the_digits_rounds_run_from_a_v_teacher_trained_on_chapter_8s_settings(tmp_path, monkeypatch, capsys,
-                                                                                 keep_process_settings):
-    """The script's digits part on tiny settings: a v-teacher trained for the iterations and batch
+def test_the_v_teacher_starts_from_the_eps_networks_weights_and_leaves_them_untouched():
+    """train_v_teacher is taught from chapter 8's weights, not from a fresh network: after one step
+    of a vanishing step size its weights are the eps-network's (a fresh UNet's differ by ~0.1); and
+    the eps-network it was handed, which the chapter still scores, is not changed by a real step."""
+    from conftest import load_script
+    from unet import UNet
+    import pictures
+    chapter14 = load_script("14_one_step.py")
+    schedule = pictures.image_schedule(40, 1e-2, -8.3, "cosine")
+    torch.manual_seed(0)
+    eps_unet = UNet(8)
+    with torch.no_grad():   # an eps-network whose output layer is not the fresh one's zero
+        for parameter in eps_unet.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape))
+    before = {name: value.clone() for name, value in eps_unet.state_dict().items()}
+    draw = lambda n: torch.rand(n, 64) * 2 - 1  # noqa: E731
+    for lr, tolerance in ((1e-12, 1e-6), (1e-2, None)):
+        teacher = chapter14.train_v_teacher(eps_unet, 1, {"batch_size": 4, "lr": lr}, schedule, draw,
+                                            torch.Generator().manual_seed(0), "cpu")
+        if tolerance:
+            taught = teacher.network.unet.state_dict()
+            gap = max((taught[name] - value).abs().max().item() for name, value in before.items())
+            assert gap < tolerance, f"the v-teacher does not start from the eps-network's weights: off by {gap:.2e}"
+    moved = max((eps_unet.state_dict()[name] - value).abs().max().item() for name, value in before.items())
+    assert moved == 0, f"teaching the v-teacher changed the eps-network it was given by {moved:.2e}"
+
+
+def test_the_digits_rounds_run_from_a_v_teacher_taught_from_chapter_8s_network(tmp_path, monkeypatch, capsys,
+                                                                                keep_process_settings):
+    """The script's digits part on tiny settings: a v-teacher taught for --teacher-iters with the batch
     the chapter 8 checkpoint names, its rounds down to 1 call, every student's samples written.
     The sample scores (tested in test_two_sample.py and test_digits.py) are stubbed: seconds each."""
     from test_robustness import call_main
@@ -244,7 +271,7 @@ def test_the_digits_rounds_run_from_a_v_teacher_trained_on_chapter_8s_settings(t
                                      settings, 3)
     code, out, err = call_main("14_one_step.py", [
         "--roll-checkpoint", tmp_path / "ddpm.pt", "--digits-checkpoint", tmp_path / "unet.pt", "--teacher-calls", 4,
-        "--roll-iters", 2, "--n-samples", 50, "--digits-iters", 2, "--n-digits", 20, "--images", tmp_path,
+        "--roll-iters", 2, "--n-samples", 50, "--digits-iters", 2, "--teacher-iters", 3, "--n-digits", 20, "--images", tmp_path,
         "--out-dir", tmp_path / "out"], monkeypatch, capsys)
     assert code == 0, err
     assert "v-teacher trained, 3 iterations of 16" in out and "digits:  1 call" in out, out
