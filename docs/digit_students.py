@@ -19,8 +19,9 @@ for a consistency student (another --seed then scores it on other noise). The la
 before the chapter's v-teacher started from chapter 8's weights ran at commit 1baff10, where this
 script trained it from fresh weights for chapter 8's 1,500 iterations.
 
-    PYTHONPATH=scripts python docs/digit_students.py --teacher-cache outputs/one_step/v_teacher.pt
-    PYTHONPATH=scripts python docs/digit_students.py --teacher-cache outputs/one_step/v_teacher.pt --consistency 1500 --lr 6e-4
+    PYTHONPATH=scripts python docs/digit_students.py --teacher-cache outputs/one_step/v_teacher_taught.pt
+    PYTHONPATH=scripts python docs/digit_students.py --teacher-cache outputs/one_step/v_teacher_taught.pt \
+        --consistency 1500 --lr 1e-3 --student-cache outputs/one_step/consistency_taught.pt
 """
 import argparse
 import copy
@@ -150,14 +151,17 @@ def v_teacher(args, unet, schedule, settings, draw_x0, generator):
     """Chapter 14's v-teacher, trained (and saved with the generator's state) or loaded."""
     if args.teacher_cache and args.teacher_cache.exists():
         cached = torch.load(args.teacher_cache)
+        if cached.get("teacher_iters") != args.teacher_iters:
+            raise SystemExit(f"error: {args.teacher_cache} holds another v-teacher than --teacher-iters "
+                             f"{args.teacher_iters} from chapter 8's weights makes: give another --teacher-cache")
         model = copy.deepcopy(unet)
         model.load_state_dict(cached["unet"])
         generator.set_state(cached["generator"])
         return distill.VAsEps(distill.OnPoints(model.eval()), schedule)
     teacher = chapter14.train_v_teacher(unet, args.teacher_iters, settings, schedule, draw_x0, generator, "cpu")
     if args.teacher_cache:
-        torch.save({"unet": teacher.network.unet.state_dict(), "generator": generator.get_state()},
-                   args.teacher_cache)
+        torch.save({"unet": teacher.network.unet.state_dict(), "generator": generator.get_state(),
+                    "teacher_iters": args.teacher_iters}, args.teacher_cache)
     return teacher
 
 
@@ -185,9 +189,14 @@ def rounds(args, teacher, schedule, draw_x0, generator, z_T, score):
 
 def consistency(args, teacher, schedule, draw_x0, generator, z_T, score):
     """Consistency distillation from the v-teacher, sampled at log-SNR times and at CONSISTENCY_TIMES."""
+    made_by = {"teacher_iters": args.teacher_iters, "iters": args.consistency, "lr": args.lr}
     if args.student_cache and args.student_cache.exists():
+        cached = torch.load(args.student_cache)
+        if cached.get("made_by") != made_by:
+            raise SystemExit(f"error: {args.student_cache} holds another student than {made_by}: give another "
+                             f"--student-cache")
         student = copy.deepcopy(teacher)
-        student.load_state_dict(torch.load(args.student_cache))
+        student.load_state_dict(cached["student"])
     else:
         began = time.perf_counter()
         student, losses = distill.consistency_distillation(
@@ -196,7 +205,7 @@ def consistency(args, teacher, schedule, draw_x0, generator, z_T, score):
         print(f"consistency: {args.consistency} iterations, grid {args.grid_calls}, decay {args.target_decay}, "
               f"{time.perf_counter() - began:.0f} s, loss {sum(losses[:50]) / 50:.4f} -> {sum(losses[-50:]) / 50:.4f}")
         if args.student_cache:
-            torch.save(student.state_dict(), args.student_cache)
+            torch.save({"student": student.state_dict(), "made_by": made_by}, args.student_cache)
     for times in [distill.log_snr_grid(schedule, calls)[:-1] for calls in (1, 2, 4, 8)] + list(CONSISTENCY_TIMES):
         z = distill.consistency_sample(student, times, z_T, schedule, torch.Generator().manual_seed(args.seed + 1))
         print(f"consistency {len(times)} calls at {times}: {score(z)}", flush=True)
