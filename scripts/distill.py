@@ -2,7 +2,7 @@
 copy of its teacher, learns to make in one deterministic DDIM jump the way the teacher makes in
 two; each round halves the jumps, so five rounds take 32 network calls down to 1. Beside it, the
 velocity v that the digits' teacher outputs (v_target, VAsEps) and consistency distillation
-(Song et al. 2023; the lab notes' study on the roll).
+(Song et al. 2023; the lab notes' studies on the roll and the digits).
 
 Everything is written with the signal and noise levels of a step t of the schedule,
 alpha_t = sqrt(alpha_bar_t) and sigma_t = sqrt(1 - alpha_bar_t), with t = 0 the data itself
@@ -145,7 +145,6 @@ def distill_round(teacher, grid, draw_x0, iters, lr, generator, schedule):
         runs.take_step(optimizer, loss, runs.cosine_decay(i, iters, lr))
         losses.append(loss.item())
     return student.eval(), grid[::2], losses
-
 
 
 def consistency_end(network, z, t, schedule):

@@ -101,17 +101,24 @@ def adam_with_average(model, lr, iters, ema_decay):
     average's decay grows towards ema_decay, (1 + n) / (10 + n) after n updates, so a short run
     is not an average of untrained weights. Returns (average, optimizer, step-size schedule)."""
     average = torch.optim.swa_utils.AveragedModel(
-        model, avg_fn=lambda mean, new, n: mean + (new - mean) * max(1.0 - ema_decay, 9.0 / (10.0 + n.item())))
+        model, avg_fn=lambda mean, new, n: mean + (new - mean) * average_rate(ema_decay, n.item()))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     learning_rate = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=iters,
                                                         pct_start=0.02, cycle_momentum=False)
     return average, optimizer, learning_rate
 
 
+def average_rate(decay, updates):
+    """How far a moving average moves towards the new weights after `updates` updates: 1 - decay,
+    with the decay growing to `decay` as (1 + n) / (10 + n), so that a short run is not an average
+    of untrained weights."""
+    return max(1.0 - decay, 9.0 / (10.0 + updates))
+
+
 def update_average(average, model, updates, decay):
-    """One step of a moving average of model's weights into `average` (a copy of it); its decay
-    grows to `decay` as (1 + n) / (10 + n) after n updates, as adam_with_average's does."""
-    rate = max(1.0 - decay, 9.0 / (10.0 + updates))
+    """One step of a moving average of model's weights into `average` (a copy of it), at
+    average_rate, as adam_with_average's."""
+    rate = average_rate(decay, updates)
     with torch.no_grad():
         for mean, new in zip(average.parameters(), model.parameters()):
             mean.lerp_(new, rate)
