@@ -47,10 +47,9 @@ def main():
     student, losses = distill.consistency_distillation(
         teacher, grid, lambda: roll.swiss_roll(chapter14.ROLL_BATCH, generator), args.iters, args.lr, generator,
         schedule, args.target_decay)
-    head, tail = sum(losses[:50]) / len(losses[:50]), sum(losses[-50:]) / len(losses[-50:])
     print(f"consistency distillation: {args.iters} iterations of {chapter14.ROLL_BATCH} points on the teacher's "
           f"{args.grid_calls}-jump grid, target decay {args.target_decay}, {time.perf_counter() - began:.0f} s, "
-          f"loss {head:.4f} -> {tail:.4f}")
+          f"loss {chapter14.head_and_tail(losses)}")
     z_T = torch.randn(chapter14.N_SAMPLES, 2, generator=torch.Generator().manual_seed(args.seed))
     for calls in CALLS:
         times = distill.log_snr_grid(schedule, calls)[:-1]   # T, then later times spread evenly in log SNR

@@ -40,7 +40,7 @@ import runs
 
 chapter14 = cli.load_chapter("14_one_step.py")
 SAMPLERS = ("ddim", "twice-back", "ancestral")
-CONSISTENCY_TIMES = ([200, 151], [200, 103], [200, 51], [200, 191, 151, 51], [200, 151, 103, 51],
+CONSISTENCY_TIMES = ([200, 151], [200, 103], [200, 51], [200, 18], [200, 191, 151, 51], [200, 151, 103, 51],
                      [200, 151, 76, 24], [200, 103, 51, 18], [200, 129, 63, 18])  # re-noise times to try
 
 
@@ -125,10 +125,10 @@ def distil_round_with_average(teacher, grid, draw_x0, iters, lr, generator, sche
 
 def parse_arguments():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--iters", type=cli.positive_int, default=chapter14.DIGITS_ITERS, help="iterations a round")
+    parser.add_argument("--iters", type=cli.positive_int, default=chapter14.DIGITS_ITERS["rounds"], help="iterations a round")
     parser.add_argument("--batch", type=cli.positive_int, default=chapter14.DIGITS_BATCH,
                         help="digits per iteration of the rounds or of consistency (the v-teacher keeps chapter 8's)")
-    parser.add_argument("--lr", type=cli.positive_float, default=chapter14.DIGITS_LR)
+    parser.add_argument("--lr", type=cli.positive_float, default=chapter14.DIGITS_LR["rounds"])
     parser.add_argument("--student-ema", type=cli.share, default=0.0, help="0: no moving average")
     parser.add_argument("--first-jumps", type=cli.whole_number(2), default=2,
                         help="the first round's teacher jumps per student jump")
@@ -136,7 +136,7 @@ def parse_arguments():
     parser.add_argument("--down-to", type=cli.whole_number(1), default=1, help="the last round's calls")
     parser.add_argument("--consistency", type=cli.whole_number(0), default=0,
                         help="iterations of consistency distillation in place of the rounds (0: the rounds)")
-    parser.add_argument("--target-decay", type=cli.share, default=0.95, help="consistency's target network")
+    parser.add_argument("--target-decay", type=cli.share, default=chapter14.TARGET_DECAY, help="consistency's target network")
     parser.add_argument("--grid-calls", type=cli.whole_number(2), default=chapter14.TEACHER_CALLS,
                         help="consistency's teacher grid")
     parser.add_argument("--teacher-iters", type=cli.positive_int, default=chapter14.TEACHER_ITERS,
@@ -189,7 +189,7 @@ def rounds(args, teacher, schedule, draw_x0, generator, z_T, score):
 
 def consistency(args, teacher, schedule, draw_x0, generator, z_T, score):
     """Consistency distillation from the v-teacher, sampled at log-SNR times and at CONSISTENCY_TIMES."""
-    made_by = {"teacher_iters": args.teacher_iters, "iters": args.consistency, "lr": args.lr}
+    made_by = {"teacher_iters": args.teacher_iters, "iters": args.consistency, "lr": args.lr, "batch": args.batch}
     if args.student_cache and args.student_cache.exists():
         cached = torch.load(args.student_cache)
         if cached.get("made_by") != made_by:
@@ -203,7 +203,7 @@ def consistency(args, teacher, schedule, draw_x0, generator, z_T, score):
             teacher, distill.log_snr_grid(schedule, args.grid_calls), draw_x0, args.consistency, args.lr,
             generator, schedule, args.target_decay)
         print(f"consistency: {args.consistency} iterations, grid {args.grid_calls}, decay {args.target_decay}, "
-              f"{time.perf_counter() - began:.0f} s, loss {sum(losses[:50]) / 50:.4f} -> {sum(losses[-50:]) / 50:.4f}")
+              f"{time.perf_counter() - began:.0f} s, loss {chapter14.head_and_tail(losses)}")
         if args.student_cache:
             torch.save({"student": student.state_dict(), "made_by": made_by}, args.student_cache)
     for times in [distill.log_snr_grid(schedule, calls)[:-1] for calls in (1, 2, 4, 8)] + list(CONSISTENCY_TIMES):

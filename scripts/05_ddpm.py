@@ -108,7 +108,7 @@ def train(parser, args, eps_network, generator, device):
                        f"smaller --lr, such as the default {LR:g}\n")
     checkpoints.save_checkpoint(args.checkpoint, eps_network, schedule, args, args.iters,
                                 generator_state=generator.get_state())
-    first, last = sum(losses[:50]) / len(losses[:50]), sum(losses[-50:]) / len(losses[-50:])
+    first, last = runs.first_and_last(losses)
     print(f"trained {args.iters} iterations in {seconds:.1f} s ({args.iters / seconds:.1f} it/s) on {device}; "
           f"||eps - eps_theta||^2 from {first:.3f} to {last:.3f} (means of the first and last 50 batches)")
     print(f"checkpoint written to {args.checkpoint}")

@@ -7,9 +7,13 @@ teaches the next round, and each round halves the network calls. This script
 - draws the teacher's ODE paths on the roll beside the straight line a single jump takes;
 - distils chapter 5's eps-network from 32 calls down to 1, every round printed beside DDIM with
   the teacher at the same calls (steps, seconds, off the curve, W1(u): chapter 4's scores);
-- does the same on the digits, scored with chapter 8's sample scores: chapter 8's network taught
-  first to output v = alpha_t eps - sigma_t x0 instead of eps (the students of an eps-teacher lose
-  the digits below 8 calls: `--digits-teacher eps` shows it).
+- on the digits, teaches chapter 8's network to output v = alpha_t eps - sigma_t x0 instead of eps
+  (the rounds of an eps-teacher lose the digits below 8 calls: `--digits-teacher eps
+  --digits-student rounds` shows it), then distils it by the other route, consistency distillation
+  (Song et al. 2023): one student that maps any point of the teacher's path to its end, sampled at
+  8, 4, 2 and 1 calls beside DDIM at the same calls, scored with chapter 8's sample scores
+  (`--digits-student rounds`: the rounds instead, which fall behind DDIM at 20 calls from 4 calls
+  down).
 
 Writes images/14_paths.png, 14_roll.png and 14_digits.png, and the students' samples to
 outputs/one_step/: roll_{calls}.npy ((N, 2) points) and digits_{calls}.npy ((N, 8, 8) levels).
@@ -36,9 +40,11 @@ TEACHER_CALLS = 32      # the teacher's DDIM jumps, spread evenly in log SNR; ea
 ROLL_ITERS = 800        # iterations per round on the roll
 ROLL_BATCH = 1024       # roll points per iteration
 ROLL_LR = 1e-3          # Adam's step size, decayed on a cosine within each round
-DIGITS_ITERS = 300      # iterations per round on the digits
+DIGITS_STUDENT = "consistency"                     # the digits' student: consistency or rounds
+DIGITS_ITERS = {"consistency": 1000, "rounds": 300}  # consistency's iterations in all; the rounds' per round
+DIGITS_LR = {"consistency": 1e-3, "rounds": 2e-4}    # Adam's peak step size, cosine-decayed
 DIGITS_BATCH = 128      # digits per iteration (chapter 8's batch, for the v-teacher too)
-DIGITS_LR = 2e-4
+TARGET_DECAY = 0.95     # consistency's target network: a moving average of the student at this rate
 DIGITS_TEACHER = "v"    # what the digits' teacher outputs: v (taught here) or eps (chapter 8's own network)
 TEACHER_ITERS = 750     # the v-teacher's iterations from chapter 8's eps-network, half of chapter 8's training
 TEACHER_EMA = 0.999     # the v-teacher's moving average, chapter 8's
@@ -59,8 +65,12 @@ def parse_arguments():
                         help="iterations per round on the roll (default: %(default)s)")
     parser.add_argument("--roll-lr", type=cli.positive_float, default=ROLL_LR,
                         help="peak Adam step size of each round on the roll (default: %(default)s)")
-    parser.add_argument("--digits-iters", type=cli.whole_number(0), default=DIGITS_ITERS,
-                        help="iterations per round on the digits, 0 to skip them (default: %(default)s)")
+    parser.add_argument("--digits-student", choices=DIGITS_ITERS, default=DIGITS_STUDENT,
+                        help="consistency: one consistency student; rounds: progressive rounds as on the roll "
+                             "(default: %(default)s)")
+    parser.add_argument("--digits-iters", type=cli.whole_number(0),
+                        help="the digits' iterations, in all for consistency, per round for the rounds; 0 skips "
+                             f"the digits (default: {DIGITS_ITERS})")
     parser.add_argument("--digits-teacher", choices=("v", "eps"), default=DIGITS_TEACHER,
                         help="v: chapter 8's network taught to output v; eps: chapter 8's network itself "
                              "(default: %(default)s)")
@@ -78,6 +88,8 @@ def parse_arguments():
                         help="folder for the students' samples (default: outputs/one_step)")
     cli.add_standard_args(parser)
     args, device, generator = cli.parse_and_prepare(parser)
+    if args.digits_iters is None:
+        args.digits_iters = DIGITS_ITERS[args.digits_student]
     if args.teacher_calls & (args.teacher_calls - 1):
         parser.error(f"--teacher-calls must be a power of two, so that rounds can halve it, got {args.teacher_calls}")
     cli.writable_dir_or_exit(parser, args.out_dir, "the samples")
@@ -110,11 +122,20 @@ def progressive_distillation(teacher, schedule, calls, draw_x0, iters, lr, gener
         calls = len(grid) - 1
         ddim_samples = distill.sample(teacher, distill.log_snr_grid(schedule, calls), z_T, schedule)
         samples[calls] = (distill.sample(student, grid, z_T, schedule), ddim_samples)
-        head, tail = sum(losses[:50]) / len(losses[:50]), sum(losses[-50:]) / len(losses[-50:])
-        print(f"{name}: {calls:2d} call{'s' * (calls > 1)}{' ' * (calls == 1)}  student {score(samples[calls][0])}   "
-              f"DDIM {score(ddim_samples)}   [round: {iters} iterations, {seconds:.0f} s, loss {head:.4f} -> {tail:.4f}]",
-              flush=True)
+        print(f"{name}: {calls_and_scores(calls, samples[calls], score)}   [round: {iters} iterations, {seconds:.0f} s, "
+              f"loss {head_and_tail(losses)}]", flush=True)
     return samples, student
+
+
+def calls_and_scores(calls, student_and_ddim, score):
+    """One printed line's middle: the calls, then the student's scores and DDIM's at those calls."""
+    student, ddim_samples = student_and_ddim
+    return f"{calls:2d} call{'s' * (calls > 1)}{' ' * (calls == 1)}  student {score(student)}   DDIM {score(ddim_samples)}"
+
+
+def head_and_tail(losses):
+    """The mean loss of the first and of the last 50 iterations, as 'first -> last'."""
+    return "{:.4f} -> {:.4f}".format(*runs.first_and_last(losses))
 
 
 def roll_score(x):
@@ -173,8 +194,8 @@ def train_v_teacher(eps_unet, iters, settings, schedule, draw_x0, generator, dev
 
 
 def distil_digits(args, unet, schedule, settings, generator, device):
-    """README "On the digits": the teacher (chapter 8's UNet, or the v-teacher taught from it) from
-    --teacher-calls to 1 call, chapter 8's scores."""
+    """README "On the digits": the teacher (chapter 8's UNet, or the v-teacher taught from it)
+    distilled by --digits-student from --teacher-calls, scored with chapter 8's sample scores."""
     split = digits.load_split()
     classifier = digits.fit_digit_classifier(split[0], split[1])
     train = torch.as_tensor(split[0])
@@ -199,8 +220,30 @@ def distil_digits(args, unet, schedule, settings, generator, device):
         teacher = train_v_teacher(unet, args.teacher_iters, settings, schedule, draw_x0, generator, device)
         reference = distill.sample(teacher, distill.log_snr_grid(schedule, DDIM_REFERENCE), z_T, schedule)
         print(f"digits: the v-teacher, DDIM at {DDIM_REFERENCE} calls: {score(reference)}")
-    samples, _ = progressive_distillation(teacher, schedule, args.teacher_calls, draw_x0, args.digits_iters,
-                                          DIGITS_LR, generator, score, z_T, "digits")
+    if args.digits_student == "rounds":
+        return progressive_distillation(teacher, schedule, args.teacher_calls, draw_x0, args.digits_iters,
+                                        DIGITS_LR["rounds"], generator, score, z_T, "digits")[0]
+    return consistency_student(teacher, schedule, args.teacher_calls, draw_x0, args.digits_iters, generator,
+                               score, z_T)
+
+
+def consistency_student(teacher, schedule, calls, draw_x0, iters, generator, score, z_T):
+    """README "On the digits": one run of consistency distillation on the teacher's DDIM grid of
+    `calls` calls (distill.consistency_distillation), then the student's samples at 8, 4, 2 and 1
+    calls (distill.renoise_times) beside DDIM with the teacher at the same calls. Returns
+    {calls: (student samples, DDIM samples)}."""
+    began = time.perf_counter()
+    student, losses = distill.consistency_distillation(teacher, distill.log_snr_grid(schedule, calls), draw_x0,
+                                                       iters, DIGITS_LR["consistency"], generator, schedule,
+                                                       TARGET_DECAY)
+    print(f"digits: consistency student trained on the teacher's {calls}-call grid, {iters} iterations of "
+          f"{DIGITS_BATCH} in {time.perf_counter() - began:.0f} s, loss {head_and_tail(losses)}")
+    samples = {}
+    for shown in SHOWN_CALLS:
+        times = distill.renoise_times(schedule, shown)
+        samples[shown] = (distill.consistency_sample(student, times, z_T, schedule, generator),
+                          distill.sample(teacher, distill.log_snr_grid(schedule, shown), z_T, schedule))
+        print(f"digits: {calls_and_scores(shown, samples[shown], score)}   [student's times {times}]", flush=True)
     return samples
 
 

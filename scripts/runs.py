@@ -138,3 +138,9 @@ def take_step(optimizer, loss, lr=None):
 def cosine_decay(i, iters, peak):
     """Iteration i's step size, for i = 0..iters-1: a cosine from peak down towards 0."""
     return peak * 0.5 * (1.0 + math.cos(math.pi * i / iters))
+
+
+def first_and_last(losses, n=50):
+    """The mean loss of the first n iterations and of the last n: how far training brought it,
+    without one batch's luck."""
+    return sum(losses[:n]) / len(losses[:n]), sum(losses[-n:]) / len(losses[-n:])

@@ -14,6 +14,7 @@ import checkpoints
 import common
 import ddim
 import distill
+import pictures
 import roll
 from model import ReverseModel
 
@@ -208,7 +209,6 @@ def test_the_v_teacher_learns_a_point_mass_whose_x0_hat_it_then_recovers():
     that trained on eps, or on -v, and then read its output as v would miss c by about alpha_t |z|."""
     from conftest import load_script
     from unet import UNet
-    import pictures
     chapter14 = load_script("14_one_step.py")
     schedule = pictures.image_schedule(40, 1e-2, -8.3, "cosine")
     c = torch.linspace(-0.8, 0.8, 64)
@@ -230,7 +230,6 @@ def test_the_v_teacher_starts_from_the_eps_networks_weights_and_leaves_them_unto
     the eps-network it was handed, which the chapter still scores, is not changed by a real step."""
     from conftest import load_script
     from unet import UNet
-    import pictures
     chapter14 = load_script("14_one_step.py")
     schedule = pictures.image_schedule(40, 1e-2, -8.3, "cosine")
     torch.manual_seed(0)
@@ -251,15 +250,17 @@ def test_the_v_teacher_starts_from_the_eps_networks_weights_and_leaves_them_unto
     assert moved == 0, f"teaching the v-teacher changed the eps-network it was given by {moved:.2e}"
 
 
-def test_the_digits_rounds_run_from_a_v_teacher_taught_from_chapter_8s_network(tmp_path, monkeypatch, capsys,
-                                                                                keep_process_settings):
+@pytest.mark.parametrize("student, written", [("consistency", (8, 4, 2, 1)), ("rounds", (4, 2, 1))])
+def test_the_digits_students_learn_from_a_v_teacher_taught_from_chapter_8s_network(student, written, tmp_path,
+                                                                                   monkeypatch, capsys,
+                                                                                   keep_process_settings):
     """The script's digits part on tiny settings: a v-teacher taught for --teacher-iters (not the
-    checkpoint's 3 iterations) with the batch the chapter 8 checkpoint names, its rounds down to 1 call, every student's samples written.
-    The sample scores (tested in test_two_sample.py and test_digits.py) are stubbed: seconds each."""
+    checkpoint's 3 iterations) with the batch the chapter 8 checkpoint names, then either student
+    down to 1 call, every student's samples written. The sample scores (tested in test_two_sample.py
+    and test_digits.py) are stubbed: seconds each."""
     from test_robustness import call_main
     from unet import UNet
     import digits
-    import pictures
     scores = {"confident": 0.5, "two_sample": 0.5}
     monkeypatch.setattr(digits, "real_digit_scores", lambda *args: scores)
     monkeypatch.setattr(digits, "score_samples", lambda *args: scores)
@@ -272,10 +273,10 @@ def test_the_digits_rounds_run_from_a_v_teacher_taught_from_chapter_8s_network(t
     code, out, err = call_main("14_one_step.py", [
         "--roll-checkpoint", tmp_path / "ddpm.pt", "--digits-checkpoint", tmp_path / "unet.pt", "--teacher-calls", 4,
         "--roll-iters", 2, "--n-samples", 50, "--digits-iters", 2, "--teacher-iters", 2, "--n-digits", 20, "--images", tmp_path,
-        "--out-dir", tmp_path / "out"], monkeypatch, capsys)
+        "--out-dir", tmp_path / "out", "--digits-student", student], monkeypatch, capsys)
     assert code == 0, err
     assert "v-teacher trained, 2 iterations of 16" in out and "digits:  1 call" in out, out
-    for calls in (4, 2, 1):
+    for calls in written:
         assert np.load(tmp_path / "out" / f"digits_{calls}.npy").shape == (20, 8, 8)
 
 
@@ -290,6 +291,18 @@ def path_end_network(teacher, grid):
         alpha, sigma = distill.signal_and_noise(steps, SCHEDULE, z)
         return (z - alpha * ends) / sigma, None
     return network
+
+
+def test_renoise_times_start_at_T_and_end_on_the_lowest_noise_times_of_the_8_call_grid():
+    schedule = pictures.image_schedule(200, 1e-2, -8.3, "cosine")   # chapter 8's digits
+    grid = distill.log_snr_grid(schedule, 8)
+    assert distill.renoise_times(schedule, 4) == [200, 103, 51, 18], distill.renoise_times(schedule, 4)
+    assert distill.renoise_times(schedule, 1) == [200] and distill.renoise_times(schedule, 8) == grid[:-1]
+    for calls in range(2, 9):
+        times = distill.renoise_times(schedule, calls)
+        assert len(times) == calls and times[-1] == grid[-2] and times == sorted(set(times), reverse=True), times
+    with pytest.raises(ValueError, match="from 1 to 8"):
+        distill.renoise_times(schedule, 9)
 
 
 def test_consistency_end_is_z_at_t_0_and_x0_hat_after():
