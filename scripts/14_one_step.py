@@ -65,12 +65,13 @@ def parse_arguments():
                         help="iterations per round on the roll (default: %(default)s)")
     parser.add_argument("--roll-lr", type=cli.positive_float, default=ROLL_LR,
                         help="peak Adam step size of each round on the roll (default: %(default)s)")
-    parser.add_argument("--digits-student", choices=DIGITS_ITERS, default=DIGITS_STUDENT,
+    parser.add_argument("--digits-student", choices=("consistency", "rounds"), default=DIGITS_STUDENT,
                         help="consistency: one consistency student; rounds: progressive rounds as on the roll "
                              "(default: %(default)s)")
     parser.add_argument("--digits-iters", type=cli.whole_number(0),
                         help="the digits' iterations, in all for consistency, per round for the rounds; 0 skips "
-                             f"the digits (default: {DIGITS_ITERS})")
+                             f"the digits (default: {DIGITS_ITERS['consistency']} for consistency, "
+                             f"{DIGITS_ITERS['rounds']} a round)")
     parser.add_argument("--digits-teacher", choices=("v", "eps"), default=DIGITS_TEACHER,
                         help="v: chapter 8's network taught to output v; eps: chapter 8's network itself "
                              "(default: %(default)s)")
@@ -227,16 +228,16 @@ def distil_digits(args, unet, schedule, settings, generator, device):
                                score, z_T)
 
 
-def consistency_student(teacher, schedule, calls, draw_x0, iters, generator, score, z_T):
+def consistency_student(teacher, schedule, teacher_calls, draw_x0, iters, generator, score, z_T):
     """README "On the digits": one run of consistency distillation on the teacher's DDIM grid of
-    `calls` calls (distill.consistency_distillation), then the student's samples at 8, 4, 2 and 1
-    calls (distill.renoise_times) beside DDIM with the teacher at the same calls. Returns
+    `teacher_calls` calls (distill.consistency_distillation), then the student's samples at 8, 4, 2
+    and 1 calls (distill.renoise_times) beside DDIM with the teacher at the same calls. Returns
     {calls: (student samples, DDIM samples)}."""
     began = time.perf_counter()
-    student, losses = distill.consistency_distillation(teacher, distill.log_snr_grid(schedule, calls), draw_x0,
-                                                       iters, DIGITS_LR["consistency"], generator, schedule,
-                                                       TARGET_DECAY)
-    print(f"digits: consistency student trained on the teacher's {calls}-call grid, {iters} iterations of "
+    student, losses = distill.consistency_distillation(teacher, distill.log_snr_grid(schedule, teacher_calls),
+                                                       draw_x0, iters, DIGITS_LR["consistency"], generator,
+                                                       schedule, TARGET_DECAY)
+    print(f"digits: consistency student trained on the teacher's {teacher_calls}-call grid, {iters} iterations of "
           f"{DIGITS_BATCH} in {time.perf_counter() - began:.0f} s, loss {head_and_tail(losses)}")
     samples = {}
     for shown in SHOWN_CALLS:
