@@ -9,6 +9,7 @@ latents beside real digits' (the Frechet distance's band of real against real).
 
 --reconstruction swaps the squared error of autoencoder.loss_terms for another per-image error:
 Stable Diffusion's autoencoder is trained on an L1 error (with perceptual and adversarial terms).
+--ae-batch and --width move the chapter's batch (64 digits a step) and the autoencoder's width.
 """
 import argparse
 import time
@@ -40,6 +41,9 @@ def main():
     parser.add_argument("--latent-channels", type=cli.positive_int, default=chapter12.LATENT_CHANNELS)
     parser.add_argument("--n", type=cli.positive_int, default=chapter12.N_SAMPLES, help="decoded latents scored")
     parser.add_argument("--reconstruction", choices=sorted(ERRORS), default="squared")
+    parser.add_argument("--ae-batch", type=cli.positive_int, default=chapter12.AE_BATCH, help="digits per step")
+    parser.add_argument("--width", type=cli.positive_int, default=autoencoder.WIDTH,
+                        help="the autoencoder's channels at 28 x 28 (twice as many at 14 x 14 and 7 x 7)")
     parser.add_argument("--seed", type=cli.seed_int, default=0)
     args = parser.parse_args()
     autoencoder.loss_terms = loss_terms_with(ERRORS[args.reconstruction])   # what autoencoder.train calls
@@ -50,8 +54,8 @@ def main():
     _, heldout_features = mnist_scores.classify(classifier, split[2])
     _, heldout_nearest = mnist_scores.nearest_training(split[2], split[0])
     began = time.process_time()
-    ae = autoencoder.Autoencoder(args.latent_channels)
-    autoencoder.train(ae, mnist.to_unit(split[0]), args.ae_iters, chapter12.AE_BATCH, args.ae_lr, generator)
+    ae = autoencoder.Autoencoder(args.latent_channels, args.width)
+    autoencoder.train(ae, mnist.to_unit(split[0]), args.ae_iters, args.ae_batch, args.ae_lr, generator)
     seconds = time.process_time() - began
     with torch.no_grad():
         rebuilt = mnist.to_levels(ae.decode(ae.encode(mnist.to_unit(split[2]))[0]))
@@ -60,7 +64,8 @@ def main():
     rmse = float(((rebuilt.astype(float) - split[2]) ** 2).mean() ** 0.5)
     floor = mnist_scores.score(decoded, classifier, split, float(heldout_nearest.min()), args.seed)
     band = mnist_scores.real_band(classifier, split[0], heldout_features, args.n, args.seed)
-    print(f"| {args.latent_channels} | {args.ae_iters} | {args.ae_lr:g} | {seconds:.0f} | {rmse:.1f} | "
+    print(f"| {args.latent_channels} | {args.ae_iters} | {args.ae_lr:g} | {args.ae_batch} | {args.width} | "
+          f"{seconds:.0f} | {rmse:.1f} | "
           f"{floor['confident']:.3f} | {floor['frechet']:.1f} (real {band[0]:.1f}-{band[1]:.1f}) | {floor['two_sample']:.3f} |")
 
 
