@@ -2,10 +2,11 @@
 digits' v-teacher, one lever at a time, scored with chapter 8's sample scores (confident share,
 two-sample accuracy) on the same 1,000 draws of z_T.
 
-The rounds (the default): chapter 14's progressive rounds from 32 calls, each student sampled three
-ways: ddim, the chapter's deterministic jumps; twice-back, a deterministic jump two of the student's
-times ahead and the forward chain's noise back to the next time; ancestral, the posterior
-q(z_s | z_t, x0 = x0_hat) with the student's x0_hat. Levers: --iters, --batch, --lr,
+The rounds (this script's default; the chapter's with --digits-student rounds): chapter 14's
+progressive rounds from 32 calls, each student sampled three ways: ddim, the chapter's
+deterministic jumps; twice-back, a deterministic jump two of the student's times ahead and the
+forward chain's noise back to the next time; ancestral, the posterior q(z_s | z_t, x0 = x0_hat)
+with the student's x0_hat. Levers: --iters, --batch, --lr,
 --student-ema (a moving average of each student), --first-jumps (the first round makes that many
 teacher jumps in one: 8 goes from 32 calls to 4 in one round).
 

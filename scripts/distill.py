@@ -2,7 +2,8 @@
 copy of its teacher, learns to make in one deterministic DDIM jump the way the teacher makes in
 two; each round halves the jumps, so five rounds take 32 network calls down to 1. Beside it, the
 velocity v that the digits' teacher outputs (v_target, VAsEps) and consistency distillation
-(Song et al. 2023; the lab notes' studies on the roll and the digits).
+(Song et al. 2023), the chapter's route for the digits: one student that maps any point of the
+teacher's path to its end, sampled with noise put back at renoise_times.
 
 Everything is written with the signal and noise levels of a step t of the schedule,
 alpha_t = sqrt(alpha_bar_t) and sigma_t = sqrt(1 - alpha_bar_t), with t = 0 the data itself
