@@ -20,8 +20,6 @@ import argparse
 import pathlib
 import time
 
-import matplotlib.pyplot as plt
-from matplotlib.animation import FuncAnimation, PillowWriter
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -31,7 +29,7 @@ import checkpoints
 import cli
 import common
 import ddim
-import figures
+import latent_figures
 import mnist
 import mnist_scores
 import pictures
@@ -232,7 +230,7 @@ def main():
                    {"pixel": (pixel_samples, args.pixel_iters, PIXEL_BATCH, pixel_seconds, pixel_time),
                     "latent": (latent_samples, args.latent_iters, LATENT_BATCH, latent_seconds, latent_time)})
     sampled = compare_samplers(latent_model, latents.shape[1:], schedule, decode, split, classifier, copy_distance, args, device)
-    draw_figures(args, ae, split, rebuilt, heldout_means, latent_model, latents.shape[1:], schedule, decode,
+    draw_figures(args, split, rebuilt, heldout_means, latent_model, latents.shape[1:], schedule, decode,
                  latent_samples, pixel_samples, sampled, device)
 
 
@@ -273,50 +271,20 @@ def compare_samplers(model, shape, schedule, decode, split, classifier, copy_dis
     return sampled
 
 
-def draw_figures(args, ae, split, rebuilt, heldout_means, model, shape, schedule, decode, latent_samples,
+def draw_figures(args, split, rebuilt, heldout_means, model, shape, schedule, decode, latent_samples,
                  pixel_samples, sampled, device):
     """README's figures: reconstructions, latent channels, the decoded reverse process, samples, samplers."""
-    grey = {"low": 0, "high": 255, "side": 28}
-    fig, axes = plt.subplots(2, 1, figsize=(10, 2.6))
-    figures.show_digits(axes[0], split[2][:12], 12, "held-out digits", **grey)
-    figures.show_digits(axes[1], rebuilt[:12], 12, f"decoded from {args.latent_channels}x7x7 latents", **grey)
-    figures.save_figure(fig, args.images / "12_reconstructions.png")
-
-    c = heldout_means.shape[1]
-    fig, axes = plt.subplots(c + 1, 1, figsize=(8, 1.3 * (c + 1)))
-    figures.show_digits(axes[0], split[2][:8], 8, "held-out digits", **grey)
-    for k in range(c):
-        channel = heldout_means[:8, k].numpy()
-        figures.show_digits(axes[k + 1], channel, 8, f"latent channel {k + 1} (mean, 7x7)",
-                            low=float(channel.min()), high=float(channel.max()), side=7)
-    fig.tight_layout()
-    figures.save_figure(fig, args.images / "12_latent_channels.png")
-
+    latent_figures.reconstructions(split[2], rebuilt, args.latent_channels, args.images / "12_reconstructions.png")
+    latent_figures.latent_channels(split[2], heldout_means, args.images / "12_latent_channels.png")
     record = []
     with torch.no_grad():
         x_T = torch.randn(16, *shape, generator=torch.Generator().manual_seed(args.seed)).to(device)
         ddim.deterministic_chain(lambda x, t: model(x, t), x_T, schedule, GIF_STEPS, "ddim", record)
         frames = [mnist.to_levels(decode(x)) for x in [x_T] + record]
-    fig, ax = plt.subplots(figsize=(3.6, 3.9))
-    animation = FuncAnimation(
-        fig, lambda k: figures.show_digits(ax, frames[k], 4, f"DDIM step {k} of {GIF_STEPS}, decoded", **grey),
-        frames=len(frames))
-    checkpoints.replace_atomically(args.images / "12_reverse.gif", lambda temporary: animation.save(
-        temporary, writer=PillowWriter(fps=8), dpi=60))
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.7))
-    for ax, images, title in zip(axes, (pixel_samples, latent_samples, split[2]),
-                                 ("pixel space", f"latent space ({args.latent_channels}x7x7)", "held-out digits")):
-        figures.show_digits(ax, images[:64], 8, title, **grey)
-    fig.tight_layout()
-    figures.save_figure(fig, args.images / "12_samples.png")
-
-    fig, axes = plt.subplots(2, len(SAMPLER_STEPS), figsize=(11, 7.6))
-    for (solver, steps), ax in zip(sampled, axes.flat):
-        figures.show_digits(ax, sampled[solver, steps][:25], 5, f"{solver}, {steps} steps", **grey)
-    fig.tight_layout()
-    figures.save_figure(fig, args.images / "12_samplers.png")
+    latent_figures.reverse_gif(frames, GIF_STEPS, args.images / "12_reverse.gif")
+    latent_figures.side_by_side({"pixel space": pixel_samples, f"latent space ({args.latent_channels}x7x7)": latent_samples,
+                                 "held-out digits": split[2]}, args.images / "12_samples.png")
+    latent_figures.samplers(sampled, len(SAMPLER_STEPS), args.images / "12_samplers.png")
     print(f"figures written to {args.images}/: 12_reconstructions.png, 12_latent_channels.png, 12_reverse.gif, "
           f"12_samples.png, 12_samplers.png")
 

@@ -20,7 +20,6 @@ import functools
 import pathlib
 import time
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -30,7 +29,7 @@ import checkpoints
 import cli
 import common
 import ddim
-import figures
+import latent_figures
 import mnist
 import mnist_scores
 import pictures
@@ -241,48 +240,13 @@ SHOWN_PROMPTS = ((7, NOT_ASKED, NOT_ASKED), (7, 0, 0), (7, 2, 2), (2, 0, 1), (2,
 ATTENTION_PROMPTS = ("a thick seven slanted to the left", "a thin upright two", "an eight slanted to the right")
 
 
-def draw_prompts_figure(args, swept):
-    """Six prompts (rows), --repeats samples at each w (columns), from the sweep's samples."""
-    rows = prompts.table_row(*np.array(SHOWN_PROMPTS).T) - 1            # index among the 160 prompts
-    fig, axes = plt.subplots(1, len(swept), figsize=(2.2 * len(swept), 5.2))
-    for ax, (w, levels) in zip(np.atleast_1d(axes), swept.items()):
-        shown = levels.reshape(args.repeats, 160, 28, 28)[:, rows].transpose(1, 0, 2, 3)
-        figures.show_digits(ax, shown, args.repeats, f"w = {w:g} (s = {1 + w:g})", 0, 255, side=28)
-    first = np.atleast_1d(axes)[0]                                    # each row named by its prompt
-    first.set_yticks([15 + 29 * r for r in range(len(SHOWN_PROMPTS))],
-                     [prompts.sentence(*p) for p in SHOWN_PROMPTS], fontsize=8)
-    fig.subplots_adjust(left=0.22)
-    figures.save_figure(fig, args.images / "13_prompts.png")
-
-
-def draw_image_to_image_figure(args, source, asked, edited):
-    """Four held-out digits (rows) redrawn at each strength (columns)."""
-    fig, axes = plt.subplots(4, 1 + len(STRENGTHS), figsize=(1.3 * (1 + len(STRENGTHS)), 6.2))
-    for r in range(4):
-        for c, (levels, title) in enumerate([(source, "source")] + [(e, f"s = {s:g}") for s, e in zip(STRENGTHS, edited)]):
-            figures.show_digits(axes[r, c], levels[r], 1, title if r == 0 else "", 0, 255, side=28)
-        axes[r, 0].set_ylabel(prompts.sentence(*(int(a[r]) for a in asked)).replace(" slanted", "\nslanted"), fontsize=7)
-    figures.save_figure(fig, args.images / "13_image_to_image.png")
-
-
 def draw_attention_figure(args, model, latents, schedule):
     """Where the pixels of one block look, word by word, averaged over the chain's steps."""
     maps = []
     tokens = prompts.tokenize(ATTENTION_PROMPTS)
     levels = draw(args, model, latents, tokens, W_SHOWN, schedule, maps=maps)
-    n, blocks = len(tokens), len(model.cross)
-    seen = torch.stack([m[:n] for m in maps[SEEN_BLOCK::blocks]]).mean(0).cpu().numpy()  # (n, 7, 7, L)
-    fig, axes = plt.subplots(n, 1 + prompts.MAX_TOKENS, figsize=(1.3 * (1 + prompts.MAX_TOKENS), 1.5 * n))
-    for i, row in enumerate(tokens.tolist()):
-        figures.show_digits(axes[i, 0], levels[i], 1, "sample", 0, 255, side=28)
-        for j in range(1, 1 + prompts.MAX_TOKENS):
-            axes[i, j].axis("off")
-            if row[j - 1] != prompts.TOKEN_ID[prompts.PAD]:
-                axes[i, j].imshow(levels[i], cmap="gray_r", vmin=0, vmax=255)
-                axes[i, j].imshow(np.kron(seen[i, ..., j - 1], np.ones((4, 4)))[:28, :28], cmap="magma",
-                                  alpha=0.6, vmin=0, vmax=seen[i].max())
-                axes[i, j].set_title(prompts.VOCABULARY[row[j - 1]], fontsize=8)
-    figures.save_figure(fig, args.images / "13_attention.png")
+    seen = torch.stack([m[:len(tokens)] for m in maps[SEEN_BLOCK::len(model.cross)]]).mean(0).cpu().numpy()  # (n, 7, 7, L)
+    latent_figures.attention(tokens, levels, seen, args.images / "13_attention.png")
 
 
 def main():
@@ -330,8 +294,8 @@ def main():
     swept, best_w = guidance_sweep(args, model, latents, z0, cuts, split, classifier, schedule)
     negative_prompts(args, model, latents, schedule)
     source, asked, edited = image_to_image(args, model, latents, cuts, split, classifier, schedule, device)
-    draw_prompts_figure(args, swept)
-    draw_image_to_image_figure(args, source, asked, edited)
+    latent_figures.prompts_by_w(swept, args.repeats, SHOWN_PROMPTS, args.images / "13_prompts.png")
+    latent_figures.image_to_image(source, asked, edited, STRENGTHS, args.images / "13_image_to_image.png")
     draw_attention_figure(args, model, latents, schedule)
     from_here_to_stable_diffusion(args, model, latents, best_w)
     print(f"figures written to {args.images}; {time.perf_counter() - began:.0f} s in all")
