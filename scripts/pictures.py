@@ -127,11 +127,12 @@ def best_variance_table(schedule, mean_sq_x0_error, x0_form="dequantised"):
 @torch.no_grad()
 def sample_levels(network, schedule, var, n, generator=None, device="cpu", last_step_noise=False):
     """Samples of levels (n, 8, 8) and the chain's trajectory: Algorithm 2 with the variances `var`
-    (a table indexed by t) down to x_1, then DDPM's last step: x0 = mu_theta(x_1, 1) without noise,
-    whose bin names the level (the discrete decoder's most likely one). With last_step_noise, eq.
-    44's fixed kernel N(sqrt(1 - beta_1) x_1, beta_1 I) instead, as chapters 3-7 end."""
+    (a table indexed by t) down to x_1, then DDPM's last step without noise: the most likely level
+    of the discrete decoder N(mu_theta(x_1, 1), var[1]). With last_step_noise, eq. 44's fixed
+    kernel N(sqrt(1 - beta_1) x_1, beta_1 I) instead, as chapters 3-7 end."""
     reverse = ddpm.reverse_with_variance(network, schedule, var)
-    step = reverse if last_step_noise else ending_on_the_decoder(reverse, network, schedule)
+    decoder_std = math.sqrt(float(var[1]))
+    step = reverse if last_step_noise else ending_on_the_decoder(reverse, network, schedule, decoder_std)
     trajectory = common.sample_chain(step, n, schedule.T, generator, device, d=PIXELS)
     return digits.to_levels(trajectory[0]), trajectory
 
@@ -139,22 +140,24 @@ def sample_levels(network, schedule, var, n, generator=None, device="cpu", last_
 @torch.no_grad()
 def ddim_levels(network, schedule, steps, n, generator=None, device="cpu"):
     """Samples of levels (n, 8, 8) by chapter 6's DDIM (eta = 0) on `steps` steps spread evenly in
-    log SNR, ending as sample_levels does: the decoder's mean mu_theta(x_1, 1). Eq. 44's kernel at
+    log SNR, ending as sample_levels does: the most likely level of the decoder, with Algorithm 2's
+    variance beta_1 (DDIM has none of its own). Eq. 44's kernel at
     t = 1 would keep what DDIM put into x_1, sqrt(1 - alpha_bar_1) eps_hat: with beta_1 = 1e-2 a
     noise of std 0.1, most of a level's width (0.125), a haze on every sample."""
     respaced, t_of = ddim.respace(schedule, ddim.sub_sequence(schedule, steps, "log_snr"))
     reverse = ddim.ddim_reverse(ddim.on_respaced_steps(network, t_of), respaced, 0.0)
     # respaced step 1 is the original step 1 (sub_sequence always ends there): the same decoder
-    step = ending_on_the_decoder(reverse, network, schedule)
+    step = ending_on_the_decoder(reverse, network, schedule, math.sqrt(float(schedule.beta[1])))
     return digits.to_levels(common.sample_chain(step, n, steps, generator, device, d=PIXELS)[0])
 
 
-def ending_on_the_decoder(reverse, network, schedule):
-    """A reverse process (x_t, t) -> (mean, covariance) whose last step, t = 1, is DDPM's: the
-    decoder's mean mu_theta(x_1, 1) without noise, whose bin names the level."""
+def ending_on_the_decoder(reverse, network, schedule, decoder_std):
+    """A reverse process (x_t, t) -> (mean, covariance) whose last step, t = 1, is DDPM's without
+    noise: each pixel at the centre of the discrete decoder's most likely level."""
     def step(x_t, t):
         if t == 1:
-            return decoder_mean(network, x_t, schedule), common.identity_times(0.0, x_t)
+            mean = decoder_mean(network, x_t, schedule).cpu()
+            return most_likely_level(mean, decoder_std).to(x_t), common.identity_times(0.0, x_t)
         return reverse(x_t, t)
 
     return step
@@ -217,6 +220,16 @@ def level_log_probabilities(mean, std):
     low, high = torch.where(right, -b, a), torch.where(right, -a, b)
     log_high = torch.special.log_ndtr(high)
     return log_high + torch.log1p(-torch.exp(torch.special.log_ndtr(low) - log_high))
+
+
+def most_likely_level(mean, std):
+    """The centre 2 (k + 1/2) / 17 - 1 of each pixel's most likely level k under the decoder
+    N(mean, std^2). Inside, that is the bin holding the mean; but the end bins reach to -inf and
+    +inf, so a mean just inside a neighbour of an end bin can still name the end level (with std
+    0.1, level 16 wins from a sixth of a bin's width below its edge): rounding the mean would
+    leave such strokes one level short of black, and the background one level above white."""
+    k = level_log_probabilities(mean, std).argmax(-1)
+    return 2.0 * (k.double() + 0.5) / LEVELS - 1.0
 
 
 def decoder_mean(network, x1, schedule):

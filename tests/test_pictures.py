@@ -346,3 +346,21 @@ def test_ddim_on_digits_lands_on_the_levels_of_a_point_mass(steps):
     samples = pictures.ddim_levels(exact, schedule, steps, 200, torch.Generator().manual_seed(0))
     wrong = (torch.as_tensor(samples) != target).float().mean().item()
     assert wrong == 0.0, f"{wrong:.3%} of the pixels of DDIM's samples miss the point mass's levels"
+
+
+def test_the_last_step_names_the_decoders_most_likely_level_even_next_to_the_end_bins():
+    """most_likely_level against a Monte Carlo count: draw N(mean, std^2) many times per pixel, bin
+    each draw, and take the most frequent level. Inside, that is the bin of the mean; a mean just
+    inside level 15 (or 1) names level 16 (or 0), whose bin reaches to +inf (-inf), which rounding
+    the mean would miss; and means half a bin's width inside stay where they are."""
+    std, edge = 0.1, 1.0 - 2.0 / digits.LEVELS           # level 16's lower edge
+    means = torch.tensor([edge - 0.01, -(edge - 0.01), edge - 0.05, -(edge - 0.05), 0.05, -0.3, 0.95, -0.99]
+                         * 8, dtype=torch.float64)
+    draws = means + std * torch.randn(20000, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    counted = torch.as_tensor(digits.to_levels(draws)).reshape(-1, 64)
+    frequent = torch.stack([torch.bincount(counted[:, j], minlength=digits.LEVELS).argmax() for j in range(64)])
+    named = torch.as_tensor(digits.to_levels(pictures.most_likely_level(means, std))).flatten()
+    assert torch.equal(named, frequent), f"most likely {named[:8].tolist()}, Monte Carlo {frequent[:8].tolist()}"
+    rounded = torch.as_tensor(digits.to_levels(means)).flatten()
+    assert named[:2].tolist() == [16, 0] and rounded[:2].tolist() == [15, 1], (named[:2], rounded[:2])
+    assert torch.equal(named[2:8], rounded[2:8]), (named[2:8], rounded[2:8])
