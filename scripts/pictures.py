@@ -141,9 +141,9 @@ def sample_levels(network, schedule, var, n, generator=None, device="cpu", last_
 def ddim_levels(network, schedule, steps, n, generator=None, device="cpu"):
     """Samples of levels (n, 8, 8) by chapter 6's DDIM (eta = 0) on `steps` steps spread evenly in
     log SNR, ending as sample_levels does: the most likely level of the decoder, with Algorithm 2's
-    variance beta_1 (DDIM has none of its own). Eq. 44's kernel at
-    t = 1 would keep what DDIM put into x_1, sqrt(1 - alpha_bar_1) eps_hat: with beta_1 = 1e-2 a
-    noise of std 0.1, most of a level's width (0.125), a haze on every sample."""
+    variance beta_1 (DDIM has none of its own). Eq. 44's kernel at t = 1 would keep what DDIM put
+    into x_1, sqrt(1 - alpha_bar_1) eps_hat: with beta_1 = 1e-2 a noise of std 0.1, most of a
+    level's width (0.125), a haze on every sample."""
     respaced, t_of = ddim.respace(schedule, ddim.sub_sequence(schedule, steps, "log_snr"))
     reverse = ddim.ddim_reverse(ddim.on_respaced_steps(network, t_of), respaced, 0.0)
     # respaced step 1 is the original step 1 (sub_sequence always ends there): the same decoder
