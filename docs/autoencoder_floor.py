@@ -4,12 +4,12 @@ decoded, they are the best any latent sample can score. This trains chapter 12's
 one budget and prints the held-out reconstruction error and the scores of 500 decoded training
 latents beside real digits' (the Frechet distance's band of real against real).
 
-    PYTHONPATH=scripts python docs/autoencoder_floor.py --ae-iters 2400 --latent-channels 2
+    PYTHONPATH=scripts python docs/autoencoder_floor.py --ae-batch 8 --ae-iters 6400
     PYTHONPATH=scripts python docs/autoencoder_floor.py --reconstruction l1+squared
 
 --reconstruction swaps the squared error of autoencoder.loss_terms for another per-image error:
 Stable Diffusion's autoencoder is trained on an L1 error (with perceptual and adversarial terms).
---ae-batch and --width move the chapter's batch (64 digits a step) and the autoencoder's width.
+--ae-batch and --width move the chapter's batch (16 digits a step) and the autoencoder's width.
 """
 import argparse
 import time

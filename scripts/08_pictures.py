@@ -217,7 +217,7 @@ def samples_and_scores(args, network, schedule, var, split, device):
 
 def fewer_steps(args, network, schedule, split, classifier, scores, device):
     """README "Fewer steps on pictures": chapter 6's DDIM (eta = 0), log-SNR spacing, the same last
-    step as Algorithm 2 (the decoder's mean), the same scores."""
+    step as Algorithm 2 (the decoder's most likely level), the same scores."""
     for steps in [steps for steps in FEWER_STEPS if steps < schedule.T]:
         samples = pictures.ddim_levels(network, schedule, steps, args.n_samples,
                                        torch.Generator().manual_seed(args.seed), device)
