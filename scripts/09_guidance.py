@@ -168,7 +168,7 @@ def train_with_label_dropout(parser, args, schedule, split, device, generator):
 
 def classifier_free_guidance(model, schedule, split, args, device, variance="beta", x0_form=X0_FORM):
     """"Classifier-free guidance": samples for every w, scored on accuracy, diversity, confidence, copies.
-    The chain ends for a network trained on x0_form: the bin of the decoder's mean for "centres"."""
+    The chain ends for a network trained on x0_form: the decoder's most likely level for "centres"."""
     train_x, train_y, held_x, held_y = split
     classifier = digits.fit_digit_classifier(train_x, train_y)
     short, t_of = ddim.respace(schedule, ddim.sub_sequence(schedule, args.steps, "log_snr"))

@@ -71,7 +71,7 @@ def main():
     chain, chain_t_of = ddim.respace(schedule, ddim.sub_sequence(schedule, args.steps, "log_snr"))
     model.eval()
     eps_uncond = ddim.on_respaced_steps(lambda x, t: model(x, t, None), chain_t_of)
-    # the chain ends as the network was trained: the bin of the discrete decoder's mean for the levels' centres
+    # the chain ends as the network was trained: the discrete decoder's most likely level for the levels' centres
     last_step_noise = saved["args"].get("x0_form", "dequantised") != "centres"
     table, shown, along = inpaint_every_mask(eps_uncond, chain, split, args, device, "conditional", last_step_noise)
     along_the_chain(along, chain, chain_t_of, args.masks[0])

@@ -15,6 +15,7 @@ import torch
 
 import common
 import ddpm
+import pictures
 
 MASKS = ("lower", "left", "centre", "random")   # which pixels inpainting must fill in
 INPAINTERS = ("replacement", "repaint", "reconstruction")
@@ -81,12 +82,14 @@ def reverse_step(x_t, eps, t, schedule, z, variance="beta"):
     """x_{t-1} from x_t, DDPM's Algorithm 2 on `schedule` (a respaced one for fewer steps):
     mean mu_tilde(x_t, x0_hat) (ddpm.ddpm_mean), plus sigma_t z with sigma_t^2 = beta_t
     (variance="beta", the larger of DDPM's two choices) or sigma_tilde_t^2 (the posterior's, which
-    on a respaced chain is DDIM with eta = 1). For t = 1, chapter 8's last step: the discrete
-    decoder's mean mu_theta(x_1, 1) without noise (pictures.decoder_mean), whose bin names the level;
+    on a respaced chain is DDIM with eta = 1). For t = 1, chapter 8's last step without noise: each
+    pixel at the centre of the most likely level of the discrete decoder N(mu_theta(x_1, 1), beta_1)
+    (pictures.most_likely_level; a respaced chain's step 1 is the original one, with its beta_1);
     or, with eps None, eq. 44's fixed kernel N(sqrt(1 - beta_1) x_1, beta_1 I), as chapters 3-7 end."""
     if t == 1:
         if eps is not None:
-            return ddpm.ddpm_mean(x_t, eps, 1, schedule)
+            mean = ddpm.ddpm_mean(x_t, eps, 1, schedule).cpu()
+            return pictures.most_likely_level(mean, math.sqrt(float(schedule.beta[1]))).to(x_t)
         mean, _ = common.q_step(x_t, 1, schedule)
         return mean + math.sqrt(float(schedule.beta[1])) * z
     if variance == "beta":
@@ -100,7 +103,7 @@ def reverse_step(x_t, eps, t, schedule, z, variance="beta"):
 
 def eps_or_none(eps_at, x_t, t, last_step_noise=False):
     """The network's eps at step t for the whole batch; None at t = 1 with last_step_noise (the
-    fixed kernel, for a network trained on dequantised pixels), else the decoder's mean needs it."""
+    fixed kernel, for a network trained on dequantised pixels), else the decoder needs it for its mean."""
     return None if t == 1 and last_step_noise else eps_at(x_t, _steps(t, x_t.shape[0], x_t.device))
 
 
@@ -113,7 +116,7 @@ def _noise(shape, generator, device):
 @torch.no_grad()
 def sample(eps_at, n, schedule, generator=None, device="cpu", variance="beta", last_step_noise=False):
     """Ancestral sampling of n images: x_T ~ N(0, I), then reverse_step for t = T..1, one noise
-    draw z per step; the last step the decoder's mean, or with last_step_noise the fixed kernel."""
+    draw z per step; the last step the decoder's most likely level, or with last_step_noise the fixed kernel."""
     shape = (n, 1, 8, 8)
     x = _noise(shape, generator, device)
     for t in range(schedule.T, 0, -1):

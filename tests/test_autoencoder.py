@@ -1,7 +1,6 @@
 """The autoencoder of chapter 12 (scripts/autoencoder.py): shapes 28 -> 7 -> 28, its KL against a
 Monte Carlo estimate, the scale factor brings latents to unit variance, the decode of the encode
 of training digits is close after a short training, and its checkpoint is refused in one line."""
-import numpy as np
 import pytest
 import torch
 

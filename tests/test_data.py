@@ -8,7 +8,6 @@ import math
 import numpy as np
 import torch
 
-import common
 import roll
 
 N_SE = 5.0  # statistical tolerance, in standard errors

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.spatial.distance import pdist
+from scipy.stats import norm
 
 import common
 import ddim
@@ -260,8 +261,8 @@ def test_within_class_spread_is_the_mean_pairwise_distance_per_class():
 def test_the_reverse_step_is_ddims_eta_one_step_with_the_posterior_variance_and_wider_with_beta(schedule):
     """On a respaced chain, variance="posterior" is chapter 6's DDIM step with eta = 1 (mean and
     sigma from ddim.py, an independent formula), and variance="beta" is the same mean with noise
-    sqrt(beta_t) z, larger than sigma_tilde_t; t = 1 is the discrete decoder's mean x0_hat(x_1) with no noise
-    (chapter 8's last step), or without eps eq. 44's kernel sqrt(1 - beta_1) x_1 + sqrt(beta_1) z."""
+    sqrt(beta_t) z, larger than sigma_tilde_t; t = 1 is chapter 8's last step, without noise, or without eps
+    eq. 44's kernel sqrt(1 - beta_1) x_1 + sqrt(beta_1) z."""
     short, _ = ddim.respace(schedule, ddim.sub_sequence(schedule, 6))
     generator = torch.Generator().manual_seed(13)
     x_t, eps, z = (torch.randn(3, 1, 8, 8, generator=generator) for _ in range(3))
@@ -276,9 +277,25 @@ def test_the_reverse_step_is_ddims_eta_one_step_with_the_posterior_variance_and_
     beta_1 = float(short.beta[1])
     assert torch.allclose(guidance.reverse_step(x_t, None, 1, short, z),
                           math.sqrt(1 - beta_1) * x_t + math.sqrt(beta_1) * z)
+
+
+def test_the_last_step_lands_on_the_decoders_most_likely_level(schedule):
+    """At t = 1 with eps, each pixel goes to the centre of the level whose bin holds the most mass of
+    the decoder N(x0_hat(x_1), beta_1), the bins' masses taken here from scipy's normal CDF. Pixels
+    whose x0_hat sits just below the edge of an end bin pin the decoder's std: with std 0 (the
+    bin of the mean) they would stay one level short of the end."""
+    short, _ = ddim.respace(schedule, ddim.sub_sequence(schedule, 6))
+    std = math.sqrt(float(short.beta[1]))
+    edges = 2.0 * np.arange(1, 17) / 17 - 1                       # the 16 inner edges
+    x0_hat = torch.tensor([-1.3, -0.87, -0.5, 0.0, 0.33, 0.86, 0.87, 0.9, 1.4], dtype=torch.float64)
+    masses = np.diff(norm.cdf((edges[None] - x0_hat.numpy()[:, None]) / std), prepend=0.0, append=1.0, axis=1)
+    level = masses.argmax(1)
+    assert level[6] == 16 and level[5] == 15 and level[1] == 0, level      # std 0.1: a sixth of a bin
     alpha_bar_1 = float(short.alpha_bar[1])
-    x0_hat = (x_t - math.sqrt(1 - alpha_bar_1) * eps) / math.sqrt(alpha_bar_1)
-    assert torch.allclose(guidance.reverse_step(x_t, eps, 1, short, z), x0_hat, atol=1e-5)
+    eps = torch.randn(9, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    x_t = math.sqrt(alpha_bar_1) * x0_hat + math.sqrt(1 - alpha_bar_1) * eps
+    out = guidance.reverse_step(x_t, eps, 1, short, torch.zeros(9))
+    assert np.allclose(out.numpy(), 2 * (level + 0.5) / 17 - 1), (out, level)
 
 
 # --- the chapter's script ------------------------------------------------------------------------

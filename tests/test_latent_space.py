@@ -2,7 +2,6 @@
 diffusion functions, and a tiny run goes through every step, writes its samples for tools and
 its figures, and --reuse scores what it saved or refuses a missing file in one line."""
 import numpy as np
-import pytest
 import torch
 
 import common

@@ -320,6 +320,24 @@ def test_the_bound_weighted_loss_is_the_sum_of_kl_terms_and_flat_on_a_linear_log
     assert torch.equal(pictures.loss_weights(linear, "simple", first=1), simple)
 
 
+def test_the_last_step_std_study_ends_the_chapters_own_chain(tiny_run):
+    """docs/last_step_std.py runs chapter 8's chain once to x_1 and ends it with several decoders:
+    with std sqrt(beta_1) its samples are the chapter's own (the same two-sample accuracy, level
+    gap and confident share as the tiny run printed), and std 0 is another ending."""
+    import re
+
+    from conftest import run_main
+    result, folder = tiny_run
+    study = run_main("docs/last_step_std.py", "--checkpoint", folder / "unet.pt", "--n-samples", 40,
+                     "--n-moments", 20, "--stds", "0,beta", "--images", folder)
+    assert study.returncode == 0, study.stderr[-2000:]
+    chapter = re.search(r"confident \(p > 0.9\) samples = ([\d.]+).*two-sample accuracy = ([\d.]+)  level gap = "
+                        r"([-+\d.]+) points at level (\d+)", result.stdout, re.S).groups()
+    row = re.search(r"\(beta\) +([\d.]+) +([-+\d.]+) \( ?(\d+)\) +([\d.]+)", study.stdout).groups()
+    assert (row[3], row[0], row[1], row[2]) == chapter, (study.stdout, chapter)
+    assert re.search(r"^0\.000 ", study.stdout, re.M), study.stdout
+
+
 def test_a_resume_with_other_settings_is_refused_in_one_line(tiny_run, monkeypatch, capsys, keep_process_settings):
     """The tiny run's checkpoint, resumed with another --iters: exit 1, one line naming the option."""
     _, folder = tiny_run

@@ -1,7 +1,6 @@
 """Chapter 3: training raises the bound, every step t = 2..T is trained, the learning rate follows
 its warm-up and cosine, and the step index means the same thing in the loss and in the sampler
 (the scripts this project grew from trained head t-2 and sampled with head t-1)."""
-import math
 import re
 import sys
 
