@@ -1,6 +1,7 @@
 """Lab note (docs/chapter14.md, "The digits' 4-call student"): chapter 14's students of the
 digits' v-teacher, one lever at a time, scored with chapter 8's sample scores (confident share,
-two-sample accuracy) on the same 1,000 draws of z_T.
+two-sample accuracy) on the same 1,000 draws of z_T, each chain ended as chapter 14 ends it, on
+the decoder's most likely level (pictures.end_on_levels; until December 2026, on the bin of x0_hat).
 
 The rounds (this script's default; the chapter's with --digits-student rounds): chapter 14's
 progressive rounds from 32 calls, each student sampled three ways: ddim, the chapter's
@@ -221,8 +222,9 @@ def main():
     classifier = digits.fit_digit_classifier(split[0], split[1])
     train = torch.as_tensor(split[0])
 
-    def score(z):
-        scores = digits.score_samples(digits.to_levels(z), split, classifier, args.seed)
+    def score(z):   # chapter 14's: the chain ended on the decoder's most likely level
+        scores = digits.score_samples(digits.to_levels(pictures.end_on_levels(z, schedule, settings["x0_form"])),
+                                      split, classifier, args.seed)
         return f"{scores['confident']:.3f} {scores['two_sample']:.3f}"
 
     def draw_x0(n=chapter14.DIGITS_BATCH):   # chapter 14's draw: the teacher's own training pixels

@@ -11,7 +11,8 @@ teaches the next round, and each round halves the network calls. This script
   (the rounds of an eps-teacher lose the digits below 8 calls: `--digits-teacher eps
   --digits-student rounds` shows it), then distils it by the other route, consistency distillation
   (Song et al. 2023): one student that maps any point of the teacher's path to its end, sampled at
-  8, 4, 2 and 1 calls beside DDIM at the same calls, scored with chapter 8's sample scores
+  8, 4, 2 and 1 calls beside DDIM at the same calls, each chain ending as chapter 8's on the
+  discrete decoder's most likely level and scored with chapter 8's sample scores
   (`--digits-student rounds`: the rounds instead, which fall behind DDIM at 20 calls from 4 calls
   down).
 
@@ -196,14 +197,16 @@ def train_v_teacher(eps_unet, iters, settings, schedule, draw_x0, generator, dev
 
 def distil_digits(args, unet, schedule, settings, generator, device):
     """README "On the digits": the teacher (chapter 8's UNet, or the v-teacher taught from it)
-    distilled by --digits-student from --teacher-calls, scored with chapter 8's sample scores."""
+    distilled by --digits-student from --teacher-calls, scored with chapter 8's sample scores.
+    Returns {calls: (student samples, DDIM samples)}, each pixel at its level's centre."""
     split = digits.load_split()
     classifier = digits.fit_digit_classifier(split[0], split[1])
     train = torch.as_tensor(split[0])
     x0_form = settings.get("x0_form", "dequantised")
 
-    def score(z):
-        scores = digits.score_samples(digits.to_levels(z), split, classifier, args.seed)
+    def score(z):   # the chain ended as chapter 8's: the most likely level of the decoder N(x0_hat, beta_1)
+        scores = digits.score_samples(digits.to_levels(pictures.end_on_levels(z, schedule, x0_form)), split,
+                                      classifier, args.seed)
         return f"confident {scores['confident']:.3f}  two-sample accuracy {scores['two_sample']:.3f}"
 
     def draw_x0(n=DIGITS_BATCH):   # the teacher's own training pixels: chapter 8's levels' centres (or an older run's dequantised)
@@ -222,10 +225,13 @@ def distil_digits(args, unet, schedule, settings, generator, device):
         reference = distill.sample(teacher, distill.log_snr_grid(schedule, DDIM_REFERENCE), z_T, schedule)
         print(f"digits: the v-teacher, DDIM at {DDIM_REFERENCE} calls: {score(reference)}")
     if args.digits_student == "rounds":
-        return progressive_distillation(teacher, schedule, args.teacher_calls, draw_x0, args.digits_iters,
-                                        DIGITS_LR["rounds"], generator, score, z_T, "digits")[0]
-    return consistency_student(teacher, schedule, args.teacher_calls, draw_x0, args.digits_iters, generator,
-                               score, z_T)
+        samples = progressive_distillation(teacher, schedule, args.teacher_calls, draw_x0, args.digits_iters,
+                                           DIGITS_LR["rounds"], generator, score, z_T, "digits")[0]
+    else:
+        samples = consistency_student(teacher, schedule, args.teacher_calls, draw_x0, args.digits_iters, generator,
+                                      score, z_T)
+    return {calls: tuple(pictures.end_on_levels(z, schedule, x0_form) for z in pair)
+            for calls, pair in samples.items()}
 
 
 def consistency_student(teacher, schedule, teacher_calls, draw_x0, iters, generator, score, z_T):

@@ -232,6 +232,15 @@ def most_likely_level(mean, std):
     return 2.0 * (k.double() + 0.5) / LEVELS - 1.0
 
 
+def end_on_levels(x0_hat, schedule, x0_form="centres"):
+    """A chain that ends on x0_hat (chapter 14's jumps, its students) ended as Algorithm 2's last
+    step ends here: each pixel at the centre of the most likely level of the decoder
+    N(x0_hat, beta_1), on the CPU. For a network trained on dequantised pixels, x0_hat itself (its
+    bin names the level)."""
+    x0_hat = x0_hat.detach().cpu()
+    return most_likely_level(x0_hat, math.sqrt(float(schedule.beta[1]))) if x0_form == "centres" else x0_hat
+
+
 def decoder_mean(network, x1, schedule):
     """mu_theta(x_1, 1): Algorithm 2's mean at t = 1, which is the network's x0_hat there."""
     eps, _ = network(x1, torch.ones(len(x1), dtype=torch.long, device=x1.device))

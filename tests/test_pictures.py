@@ -320,6 +320,18 @@ def test_the_bound_weighted_loss_is_the_sum_of_kl_terms_and_flat_on_a_linear_log
     assert torch.equal(pictures.loss_weights(linear, "simple", first=1), simple)
 
 
+def test_a_chain_ending_on_x0_hat_ends_on_the_decoders_most_likely_level():
+    """pictures.end_on_levels (chapter 14's chains): with beta_1 = 1e-2 (std 0.1) an x0_hat of 0.87,
+    a tenth of a bin below level 16's edge 2 * 16/17 - 1 = 0.882, goes to level 16 (the bin of the
+    mean would say 15), 0.86 stays at 15, -0.87 goes to 0, 0.5 stays in its bin (12); for a network
+    trained on dequantised pixels x0_hat is left as it is."""
+    schedule = pictures.image_schedule(20, 1e-2, -8.3, "cosine")
+    x0_hat = torch.tensor([[0.87, 0.86, -0.87, 0.5]])
+    levels = ((pictures.end_on_levels(x0_hat, schedule) + 1) * 17 / 2 - 0.5).reshape(-1)   # centre 2 (k + 1/2) / 17 - 1
+    assert torch.allclose(levels, torch.tensor([16.0, 15, 0, 12], dtype=levels.dtype)), levels
+    assert torch.equal(pictures.end_on_levels(x0_hat, schedule, "dequantised"), x0_hat)
+
+
 def test_the_last_step_std_study_ends_the_chapters_own_chain(tiny_run):
     """docs/last_step_std.py runs chapter 8's chain once to x_1 and ends it with several decoders:
     with std sqrt(beta_1) its samples are the chapter's own (the same two-sample accuracy, level
