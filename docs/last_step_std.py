@@ -19,11 +19,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "scripts
 
 import checkpoints  # noqa: E402 (after the path to scripts/)
 import cli  # noqa: E402
-import common  # noqa: E402
-import ddpm  # noqa: E402
 import digits  # noqa: E402
 import pictures  # noqa: E402
-from digits import PIXELS  # noqa: E402
 
 chapter8 = cli.load_chapter("08_pictures.py")
 
@@ -68,18 +65,11 @@ def main():
         "centres"), "centres")[1]
     named = {"beta": math.sqrt(float(schedule.beta[1])), "best": math.sqrt(float(best))}
 
-    # The chapter's chain (pictures.sample_levels with the same seed) down to x_1, kept there.
-    reverse, kept = ddpm.reverse_with_variance(network, schedule, schedule.beta), {}
-
-    def step(x_t, t):
-        if t == 1:
-            kept["x_1"] = x_t
-            return x_t, common.identity_times(0.0, x_t)
-        return reverse(x_t, t)
-
+    # The chapter's own chain and noise (pictures.sample_levels, the same seed); its x_1 is kept in the trajectory.
     with torch.no_grad():
-        common.sample_chain(step, args.n_samples, schedule.T, torch.Generator().manual_seed(args.seed), device, d=PIXELS)
-        mean = pictures.decoder_mean(network, kept["x_1"], schedule).cpu()
+        _, trajectory = pictures.sample_levels(network, schedule, schedule.beta, args.n_samples,
+                                               torch.Generator().manual_seed(args.seed), device)
+        mean = pictures.decoder_mean(network, trajectory[1], schedule).cpu()
     classifier = digits.fit_digit_classifier(split[0], split[1])
     real = 100 * digits.level_shares(digits.real_digits(split))
     print(f"{args.n_samples} samples of chapter 8's chain, ended on the decoder's most likely level; "
